@@ -1,0 +1,47 @@
+# The one entry point: a person and CI type the same targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint generate check-generated bench clean
+
+$(BIN)/flowport: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/flowport
+
+# Python code generated from proto/ lives in services/flowport/v1 and is committed;
+# `make check-generated` proves it is current.
+generate: $(BIN)/flowport
+	$(BIN)/python -m flowport.protos
+
+check-generated: $(BIN)/flowport
+	$(BIN)/python -m flowport.protos --check
+
+run: $(BIN)/flowport
+	$(BIN)/flowport demo
+	$(BIN)/flowport serve
+
+test: $(BIN)/flowport
+	$(BIN)/pytest -q
+
+lint: $(BIN)/flowport node_modules/.bin/buf
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+	$(BIN)/mypy
+	$(BIN)/python -m flowport.protos --descriptor-set build/lint.binpb
+	# buf reads the descriptor set as an image: googleapis comes from the wheel, not from the BSR.
+	node_modules/.bin/buf lint build/lint.binpb --path flowport
+	$(MAKE) check-generated
+
+node_modules/.bin/buf:
+	npm install --no-save --no-audit --no-fund @bufbuild/buf@1
+
+bench: $(BIN)/flowport
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .flowport node_modules
