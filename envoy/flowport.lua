@@ -1,0 +1,33 @@
+-- Listed before the gRPC-JSON transcoder, so it sees requests before transcoding and
+-- responses after it. It touches headers only: reading a body would buffer SSE streams.
+
+-- Tells the service whether a call came in as REST/JSON (transcoded) or as native gRPC,
+-- so that errors can be rendered for the surface the client speaks.
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  if string.sub(content_type, 1, 16) == "application/grpc" then
+    headers:remove("x-flowport-surface")
+  else
+    headers:replace("x-flowport-surface", "rest")
+  end
+end
+
+-- The transcoder can only map gRPC codes through a fixed table. For statuses it cannot give
+-- (402, 406, 408, LinkAI's envelope...), the service answers OK with the error body and asks
+-- for the HTTP status in the `x-http-status` header.
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local status = headers:get("x-http-status")
+  if status ~= nil then
+    headers:replace(":status", status)
+    headers:remove("x-http-status")
+  end
+  local content_type = headers:get("content-type") or ""
+  if string.sub(content_type, 1, 16) ~= "application/grpc" then
+    headers:remove("grpc-status")
+    headers:remove("grpc-message")
+    headers:remove("grpc-accept-encoding")
+    headers:remove("grpc-status-details-bin")
+  end
+end

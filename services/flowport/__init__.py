@@ -1,0 +1,1 @@
+"""Flowport: publish AI workflows as FlowAI- and LinkAI-compatible APIs."""

@@ -1,0 +1,64 @@
+"""Domain errors: storage, engine and auth raise these; only the servicers translate them."""
+
+from __future__ import annotations
+
+
+class FlowportError(Exception):
+    """Base of every error a client may see. `http_status` is what the REST surfaces answer."""
+
+    http_status = 500
+
+    def __init__(self, message: str, *, node_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # The node that failed, when the error happened inside a run.
+        self.node_id = node_id
+
+
+class InvalidArgument(FlowportError):
+    """A malformed body, an invalid definition or a bad input; the message names the field."""
+
+    http_status = 400
+
+
+class Unauthenticated(FlowportError):
+    """A missing, unknown or revoked key."""
+
+    http_status = 401
+
+
+class PermissionDenied(FlowportError):
+    """A valid key that may not do this (scope or ownership)."""
+
+    http_status = 403
+
+
+class NotFound(FlowportError):
+    http_status = 404
+
+
+class Conflict(FlowportError):
+    http_status = 409
+
+
+class ResourceExhausted(FlowportError):
+    http_status = 429
+
+
+class UpstreamFailed(FlowportError):
+    """An upstream the run depends on (the LLM provider) failed or timed out."""
+
+    http_status = 502
+
+
+class Unavailable(FlowportError):
+    """The service cannot do this now: a provider is not configured, or it is shutting down."""
+
+    http_status = 503
+
+
+class Cancelled(FlowportError):
+    """The run was cancelled, by the client leaving or by a cancel call."""
+
+    # 499 is the de-facto code for "client closed request" (nginx, Envoy's stats).
+    http_status = 499

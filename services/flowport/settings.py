@@ -1,0 +1,45 @@
+"""One settings object, read from the environment and passed into every factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (API.md, "Processes and ports")."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWPORT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    admin_port: int = 9901
+    data_dir: Path = Path(".flowport")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "FLOWPORT_DATABASE_URL")
+    )
+
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    # Seconds an LLM call may take before the node fails; streams reset it on every chunk.
+    llm_timeout_s: float = 120.0
+
+    rate_limit_per_key: float = 20.0
+    content_policy: Path | None = None
+
+    # Requests with a larger body are refused by Envoy with 413.
+    max_body_bytes: int = 1_048_576
+    # How long in-flight runs may go on after SIGTERM before the service stops.
+    shutdown_grace_s: float = 10.0
+    # Envoy's base id; a second Envoy on one host (tests) needs another one.
+    envoy_base_id: int = 0
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'flowport.db').resolve()}"
