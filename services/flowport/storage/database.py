@@ -1,0 +1,144 @@
+"""The database handle: async engine and sessions, URL normalization, Alembic migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+# busy_timeout first, so that switching to WAL waits for another process's lock.
+# WAL lets the service and the CLI read and write one file at once.
+_SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+)
+
+# Any constant: it only has to be the same in every process migrating one database.
+_PG_MIGRATION_LOCK = 0x466C6F77
+
+
+def normalize_url(url: str) -> tuple[URL, URL]:
+    """The (async, sync) URLs of one database, each with a driver Flowport ships."""
+    parsed = make_url(url)
+    # Split by hand: asking SQLAlchemy would load the dialect, and `postgres` has none.
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite"), parsed.set(drivername="sqlite")
+    if backend in ("postgresql", "postgres"):
+        psycopg = parsed.set(drivername="postgresql+psycopg")
+        if driver == "asyncpg":
+            return parsed, psycopg
+        return psycopg, psycopg
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in (*_SQLITE_PRAGMAS, "PRAGMA foreign_keys=ON"):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # No foreign_keys=ON here: batch migrations recreate tables, which enforcement would block.
+    for pragma in _SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+    # Let the "begin" listener issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection: Connection) -> None:
+    # Takes the write lock before Alembic reads its version, so two processes migrating one
+    # file run one after the other, and the DDL is transactional.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code: there is no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+class Database:
+    """One database: sessions for the data functions, and its schema's migrations."""
+
+    def __init__(self, engine: AsyncEngine, sync_url: URL, connect_args: Mapping[str, Any]):
+        self._engine = engine
+        self._sync_url = sync_url
+        self._connect_args = dict(connect_args)
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, url: str, *, connect_args: Mapping[str, Any] | None = None) -> Database:
+        """Creates the engine only; connections open on first use.
+
+        `connect_args` go to the driver of both engines (e.g. psycopg's `options`).
+        """
+        async_url, sync_url = normalize_url(url)
+        connect_args = connect_args or {}
+        engine = create_async_engine(async_url, connect_args=dict(connect_args))
+        if engine.dialect.name == "sqlite":
+            # A file database only: migrations use a second engine, which :memory: cannot share.
+            if async_url.database:
+                Path(async_url.database).parent.mkdir(parents=True, exist_ok=True)
+            event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+        return cls(engine, sync_url, connect_args)
+
+    @property
+    def url(self) -> URL:
+        return self._engine.url
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            yield session
+
+    async def migrate(self) -> None:
+        """Brings the schema to the newest revision (`alembic upgrade head`)."""
+        await asyncio.to_thread(self._upgrade)
+
+    async def dispose(self) -> None:
+        await self._engine.dispose()
+
+    def _upgrade(self) -> None:
+        engine = self._migration_engine()
+        try:
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    # Released at commit; a second process waits, then finds nothing to do.
+                    connection.exec_driver_sql(
+                        f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"
+                    )
+                command.upgrade(alembic_config(connection), "head")
+        finally:
+            engine.dispose()
+
+    def _migration_engine(self) -> Engine:
+        engine = create_engine(self._sync_url, connect_args=self._connect_args, poolclass=NullPool)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _prepare_sqlite_for_migrations)
+            event.listen(engine, "begin", _begin_immediate)
+        return engine

@@ -1,0 +1,150 @@
+"""Database tables: accounts, API keys, workflows with their immutable versions, runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from flowport.ids import new_id
+
+# Named constraints: SQLite batch migrations can only alter or drop a constraint by name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stores UTC and reads back aware datetimes; SQLite drops the offset otherwise."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Flowport stores timezone-aware UTC only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json(*, nullable: bool) -> Any:
+    # A new Column each time: SQLAlchemy binds a Column to exactly one table.
+    return Column(JSON, nullable=nullable)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: str = Field(default_factory=lambda: new_id("acct"), primary_key=True)
+    name: str = Field(unique=True)
+    # None means unlimited; each run spends one credit.
+    credits: int | None = None
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=lambda: new_id("key"), primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id", index=True)
+    name: str
+    # The visible start of the key (`fp_` + 8), shown in listings and used to find candidates.
+    prefix: str = Field(index=True)
+    # sha256 hex of the whole key; the plaintext is never stored.
+    key_hash: str = Field(unique=True)
+    scopes: list[str] = Field(default_factory=list, sa_column=_json(nullable=False))
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Workflow(SQLModel, table=True):
+    __tablename__ = "workflows"
+
+    id: str = Field(default_factory=lambda: new_id("wf", 12), primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id", index=True)
+    name: str
+    visibility: str = "private"
+    # The whole definition as the user last saved it; publishing copies it into a version.
+    draft: dict[str, Any] = Field(default_factory=dict, sa_column=_json(nullable=False))
+    # 0 until the first publish.
+    latest_version: int = 0
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+    @property
+    def status(self) -> str:
+        return "published" if self.latest_version > 0 else "draft"
+
+
+class WorkflowVersion(SQLModel, table=True):
+    """A published definition; never updated, so a run can always name what it ran."""
+
+    __tablename__ = "workflow_versions"
+    __table_args__ = (sa.UniqueConstraint("workflow_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(foreign_key="workflows.id")
+    version: int
+    definition: dict[str, Any] = Field(sa_column=_json(nullable=False))
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    # Listing an account's runs, newest first.
+    __table_args__ = (sa.Index("ix_runs_account_id_started_at", "account_id", "started_at"),)
+
+    id: str = Field(primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id")
+    key_id: str | None = Field(default=None, foreign_key="api_keys.id")
+    workflow_id: str = Field(foreign_key="workflows.id")
+    version: int
+    session_id: str | None = None
+    status: str = "running"
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=_json(nullable=False))
+    output: str | None = Field(default=None, sa_type=sa.Text)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    error_node: str | None = None
+    started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    total_time: float | None = None
+
+
+class NodeRun(SQLModel, table=True):
+    __tablename__ = "node_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    node_id: str
+    node_type: str
+    name: str
+    status: str
+    started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    time_spend: float
+    inputs: dict[str, Any] | None = Field(default=None, sa_column=_json(nullable=True))
+    output: dict[str, Any] | None = Field(default=None, sa_column=_json(nullable=True))
+    error: str | None = Field(default=None, sa_type=sa.Text)

@@ -1,0 +1,138 @@
+"""Runs: one row per workflow call and one per node it ran, written once the run ends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from flowport.errors import InvalidArgument, NotFound
+from flowport.storage.models import NodeRun, Run, utc_now
+
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class NodeRunRecord:
+    """What the engine reports about one node once the run is over."""
+
+    node_id: str
+    node_type: str
+    name: str
+    status: str
+    started_at: datetime
+    time_spend: float
+    inputs: dict[str, Any] | None
+    output: dict[str, Any] | None
+    error: str | None
+
+
+async def create_run(
+    session: AsyncSession,
+    *,
+    run_id: str,
+    account_id: str,
+    key_id: str | None,
+    workflow_id: str,
+    version: int,
+    inputs: dict[str, Any],
+    session_id: str | None,
+) -> Run:
+    run = Run(
+        id=run_id,
+        account_id=account_id,
+        key_id=key_id,
+        workflow_id=workflow_id,
+        version=version,
+        inputs=inputs,
+        session_id=session_id,
+        status="running",
+    )
+    session.add(run)
+    await session.commit()
+    return run
+
+
+async def finish_run(
+    session: AsyncSession,
+    *,
+    run_id: str,
+    status: str,
+    output: str | None,
+    error: str | None,
+    error_node: str | None,
+    total_time: float,
+    node_runs: Sequence[NodeRunRecord],
+) -> None:
+    """Writes the run's outcome and all its nodes in one transaction."""
+    if status not in FINAL_STATUSES:
+        raise InvalidArgument(f"a finished run's status must be one of {', '.join(FINAL_STATUSES)}")
+    result = await session.exec(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(
+            status=status,
+            output=output,
+            error=error,
+            error_node=error_node,
+            total_time=total_time,
+            finished_at=utc_now(),
+        )
+    )
+    if result.rowcount != 1:
+        # Nothing was written. Commit, not rollback: a rollback would expire every object
+        # the caller's session holds.
+        await session.commit()
+        raise NotFound(f"run {run_id} not found")
+    # add_all lets SQLAlchemy send the node rows as one multi-row INSERT.
+    session.add_all(
+        NodeRun(
+            run_id=run_id,
+            node_id=record.node_id,
+            node_type=record.node_type,
+            name=record.name,
+            status=record.status,
+            started_at=record.started_at,
+            time_spend=record.time_spend,
+            inputs=record.inputs,
+            output=record.output,
+            error=record.error,
+        )
+        for record in node_runs
+    )
+    await session.commit()
+
+
+async def get_run(
+    session: AsyncSession, *, account_id: str, run_id: str
+) -> tuple[Run, list[NodeRun]]:
+    """The run and its nodes in the order they started; another account's run is NotFound."""
+    result = await session.exec(
+        select(Run)
+        .where(Run.id == run_id, Run.account_id == account_id)
+        .execution_options(populate_existing=True)
+    )
+    run = result.first()
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    nodes = await session.exec(
+        select(NodeRun)
+        .where(NodeRun.run_id == run_id)
+        .order_by(col(NodeRun.started_at), col(NodeRun.id))
+    )
+    return run, list(nodes.all())
+
+
+async def fail_running_runs(session: AsyncSession, *, reason: str) -> int:
+    """Marks every run still "running" as failed: at start-up, those died with the process."""
+    result = await session.exec(
+        update(Run)
+        .where(col(Run.status) == "running")
+        .values(status="failed", error=reason, finished_at=utc_now())
+    )
+    await session.commit()
+    return result.rowcount

@@ -1,0 +1,117 @@
+"""Workflows: an editable draft per workflow, and the immutable versions published from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from flowport.errors import InvalidArgument, NotFound
+from flowport.storage.models import Workflow, WorkflowVersion, utc_now
+
+VISIBILITIES = ("private", "public")
+
+
+def _check_visibility(visibility: str) -> None:
+    if visibility not in VISIBILITIES:
+        raise InvalidArgument(f"visibility must be one of {', '.join(VISIBILITIES)}")
+
+
+async def create_workflow(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    name: str,
+    visibility: str,
+    definition: dict[str, Any],
+) -> Workflow:
+    _check_visibility(visibility)
+    workflow = Workflow(account_id=account_id, name=name, visibility=visibility, draft=definition)
+    session.add(workflow)
+    await session.commit()
+    return workflow
+
+
+async def get_workflow(session: AsyncSession, *, account_id: str, workflow_id: str) -> Workflow:
+    """The account's workflow; another account's is NotFound, so ids do not leak."""
+    result = await session.exec(
+        select(Workflow).where(Workflow.id == workflow_id, Workflow.account_id == account_id)
+    )
+    workflow = result.first()
+    if workflow is None:
+        raise NotFound(f"workflow {workflow_id} not found")
+    return workflow
+
+
+async def list_workflows(session: AsyncSession, *, account_id: str) -> list[Workflow]:
+    """The account's workflows, newest first."""
+    result = await session.exec(
+        select(Workflow)
+        .where(Workflow.account_id == account_id)
+        .order_by(col(Workflow.created_at).desc(), col(Workflow.id))
+    )
+    return list(result.all())
+
+
+async def update_workflow_draft(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    workflow_id: str,
+    name: str,
+    visibility: str,
+    definition: dict[str, Any],
+) -> Workflow:
+    _check_visibility(visibility)
+    workflow = await get_workflow(session, account_id=account_id, workflow_id=workflow_id)
+    workflow.name = name
+    workflow.visibility = visibility
+    workflow.draft = definition
+    workflow.updated_at = utc_now()
+    session.add(workflow)
+    await session.commit()
+    return workflow
+
+
+async def publish_workflow(
+    session: AsyncSession, *, account_id: str, workflow_id: str
+) -> WorkflowVersion:
+    """Makes the current draft the next version."""
+    # One statement bumps the counter and reads the draft: the row lock (PostgreSQL) or the
+    # write lock (SQLite) orders concurrent publishes, so each gets its own next number and
+    # the draft that goes with it. The unique (workflow_id, version) constraint backs this up.
+    result = await session.exec(
+        update(Workflow)
+        .where(col(Workflow.id) == workflow_id, col(Workflow.account_id) == account_id)
+        .values(latest_version=col(Workflow.latest_version) + 1, updated_at=utc_now())
+        .returning(col(Workflow.latest_version), col(Workflow.draft))
+    )
+    row = result.first()
+    if row is None:
+        # Nothing was written. Commit, not rollback: a rollback would expire every object
+        # the caller's session holds.
+        await session.commit()
+        raise NotFound(f"workflow {workflow_id} not found")
+    number, draft = row
+    version = WorkflowVersion(workflow_id=workflow_id, version=number, definition=draft)
+    session.add(version)
+    await session.commit()
+    return version
+
+
+async def get_published_workflow(
+    session: AsyncSession, *, workflow_id: str
+) -> tuple[Workflow, WorkflowVersion]:
+    """The workflow and its newest version, whoever owns it; the caller checks visibility."""
+    workflow = await session.get(Workflow, workflow_id, populate_existing=True)
+    if workflow is None or workflow.latest_version == 0:
+        raise NotFound(f"workflow {workflow_id} not found")
+    result = await session.exec(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id,
+            WorkflowVersion.version == workflow.latest_version,
+        )
+    )
+    version = result.one()
+    return workflow, version

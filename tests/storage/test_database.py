@@ -1,0 +1,139 @@
+"""The database handle: URLs, migrations, time zones and surviving a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+from sqlmodel import SQLModel
+
+from flowport.storage import (
+    Database,
+    create_workflow,
+    get_account,
+    get_or_create_account,
+    get_workflow,
+)
+from flowport.storage.database import normalize_url
+
+from .conftest import Target
+
+
+@pytest.mark.parametrize(
+    ("url", "async_driver", "sync_driver"),
+    [
+        ("sqlite:///data/f.db", "sqlite+aiosqlite", "sqlite"),
+        ("sqlite+aiosqlite:///data/f.db", "sqlite+aiosqlite", "sqlite"),
+        ("postgresql://u:p@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+        ("postgres://u:p@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+        ("postgresql+psycopg2://u:p@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+        ("postgresql+psycopg://u:p@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+        ("postgresql+asyncpg://u:p@h/db", "postgresql+asyncpg", "postgresql+psycopg"),
+    ],
+)
+def test_urls_get_drivers_that_flowport_ships(url: str, async_driver: str, sync_driver: str):
+    async_url, sync_url = normalize_url(url)
+    assert (async_url.drivername, sync_url.drivername) == (async_driver, sync_driver)
+    assert async_url.database == sync_url.database
+    assert async_url.password == sync_url.password
+
+
+def test_unsupported_url_is_refused():
+    with pytest.raises(ValueError, match="mysql"):
+        normalize_url("mysql://u@h/db")
+
+
+async def test_repr_hides_the_password():
+    database = Database.connect("postgresql://flowport:s3cret@db.example/flowport")
+    try:
+        assert "s3cret" not in repr(database)
+        assert database.url.drivername == "postgresql+psycopg"
+    finally:
+        await database.dispose()
+
+
+def _schema(connection: Connection) -> dict[str, list[str]]:
+    inspector = inspect(connection)
+    return {
+        table: sorted(column["name"] for column in inspector.get_columns(table))
+        + sorted(str(index["name"]) for index in inspector.get_indexes(table))
+        for table in inspector.get_table_names()
+    }
+
+
+async def test_migrations_create_the_schema_and_a_second_run_changes_nothing(db: Database):
+    async with db.engine.connect() as connection:
+        first = await connection.run_sync(_schema)
+        version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
+    assert set(first) == {*SQLModel.metadata.tables, "alembic_version"}
+    assert version == [("0001",)]
+
+    await db.migrate()
+    async with db.engine.connect() as connection:
+        assert await connection.run_sync(_schema) == first
+
+
+async def test_migrations_match_the_models(db: Database):
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, SQLModel.metadata))
+
+    async with db.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+async def test_sqlite_connections_enforce_foreign_keys_and_use_wal(db: Database):
+    if db.url.get_backend_name() != "sqlite":
+        pytest.skip("SQLite pragmas")
+    async with db.engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+        assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() == 5000
+
+
+async def test_timestamps_come_back_timezone_aware_utc(db: Database):
+    async with db.session() as session:
+        account = await get_or_create_account(session, name="acme")
+    async with db.session() as session:
+        loaded = await get_account(session, account_id=account.id)
+    assert loaded.created_at.tzinfo is not None
+    assert loaded.created_at.utcoffset() == UTC.utcoffset(None)
+    assert loaded.created_at == account.created_at
+
+
+async def test_data_survives_a_restart(target: Target):
+    database = target.open()
+    await database.migrate()
+    async with database.session() as session:
+        account = await get_or_create_account(session, name="acme")
+        workflow = await create_workflow(
+            session, account_id=account.id, name="BMI", visibility="public", definition={"a": 1}
+        )
+    await database.dispose()
+
+    reopened = target.open()
+    try:
+        await reopened.migrate()
+        async with reopened.session() as session:
+            assert (await get_or_create_account(session, name="acme")).id == account.id
+            assert (await get_account(session, account_id=account.id)).name == "acme"
+            loaded = await get_workflow(session, account_id=account.id, workflow_id=workflow.id)
+        assert (loaded.name, loaded.draft) == ("BMI", {"a": 1})
+    finally:
+        await reopened.dispose()
+
+
+async def test_processes_migrating_at_once_do_not_collide(target: Target):
+    # The service and the CLI may both start on a fresh database.
+    databases = [target.open() for _ in range(3)]
+    try:
+        await asyncio.gather(*(database.migrate() for database in databases))
+        async with databases[0].session() as session:
+            assert (await get_or_create_account(session, name="acme")).name == "acme"
+    finally:
+        for database in databases:
+            await database.dispose()
