@@ -1,0 +1,251 @@
+"""A scripted OpenAI-compatible chat server on a real socket, for sync and async tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class _Reply:
+    tokens: list[str] | None  # None: echo the last user message
+    reasoning: list[str] = field(default_factory=list)
+    delay_s: float = 0.0
+    status: int = 200
+    first_token_delay_s: float = 0.0
+    pause_after: int | None = None
+    # Set by release(); created unbound, asyncio binds it to the fake's loop on first wait.
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FakeLlm:
+    """Serves `POST /v1/chat/completions`, streaming (SSE) or not, on 127.0.0.1.
+
+    Runs its own event loop in a daemon thread, so a test's loop (or none) is free.
+    Records every request body (`requests`), when each token chunk was written
+    (`token_times`, time.time()) and clients that went away mid-stream (`disconnects`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._disconnected = threading.Condition(self._lock)
+        self._reply = _Reply(tokens=None)
+        self._requests: list[dict[str, Any]] = []
+        self._token_times: list[float] = []
+        self._disconnects = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Starts the server on a free port; returns its base URL (ending in /v1)."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="fake-llm", daemon=True)
+        self._thread.start()
+        port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self.base_url
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self.release()
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> FakeLlm:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- script ----------------------------------------------------------------------
+
+    def set_reply(
+        self,
+        tokens: list[str],
+        reasoning: list[str] | None = None,
+        delay_s: float = 0.0,
+        status: int = 200,
+        first_token_delay_s: float = 0.0,
+        pause_after: int | None = None,
+    ) -> None:
+        """Scripts every following reply: `reasoning` chunks, then `tokens`, `delay_s` apart.
+
+        `status` other than 200 answers with an OpenAI-style error instead. With
+        `pause_after=n` the stream stops after n chunks until `release()`; a test uses
+        it to act while the model is provably mid-answer.
+        """
+        self.release()  # never strand a stream held by the previous script
+        with self._lock:
+            self._reply = _Reply(
+                tokens=list(tokens),
+                reasoning=list(reasoning or []),
+                delay_s=delay_s,
+                status=status,
+                first_token_delay_s=first_token_delay_s,
+                pause_after=pause_after,
+            )
+
+    def reset(self) -> None:
+        """Back to echoing, with nothing recorded: a test starts from a clean fake."""
+        self.release()
+        with self._lock:
+            self._reply = _Reply(tokens=None)
+            self._requests.clear()
+            self._token_times.clear()
+            self._disconnects = 0
+
+    def release(self) -> None:
+        """Lets streams held by `pause_after` go on."""
+        with self._lock:
+            gate = self._reply.gate
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(gate.set)
+
+    # -- what happened ---------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def token_times(self) -> list[float]:
+        with self._lock:
+            return list(self._token_times)
+
+    @property
+    def disconnects(self) -> int:
+        with self._lock:
+            return self._disconnects
+
+    def wait_for_disconnect(self, timeout: float = 5.0) -> bool:
+        """Blocks until a client has gone away mid-stream (async tests: asyncio.to_thread)."""
+        with self._disconnected:
+            return self._disconnected.wait_for(lambda: self._disconnects > 0, timeout)
+
+    # -- server ----------------------------------------------------------------------
+
+    async def _serve(self) -> int:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        # Cancel the handler when its client disconnects, as a real provider stops work.
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        return int(self._runner.addresses[0][1])
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        with self._lock:
+            self._requests.append(body)
+            reply = self._reply
+        if reply.status != 200:
+            # retry-after-ms keeps the client's retries (openai's max_retries) fast.
+            return web.json_response(
+                {"error": {"message": "fake failure", "type": "server_error", "code": None}},
+                status=reply.status,
+                headers={"retry-after-ms": "1"},
+            )
+        tokens = reply.tokens if reply.tokens is not None else _echo(body)
+        chunks = [{"reasoning_content": r, "content": None} for r in reply.reasoning]
+        chunks += [{"content": t} for t in tokens]
+        model = str(body.get("model", "fake"))
+        if not body.get("stream"):
+            return web.json_response(_completion(model, reply.reasoning, tokens))
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            await asyncio.sleep(reply.first_token_delay_s)
+            for index, delta in enumerate(chunks):
+                if index and reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
+                if reply.pause_after is not None and index == reply.pause_after:
+                    await reply.gate.wait()
+                # Recorded before the write, so a client never holds a token the fake
+                # has not counted yet.
+                with self._lock:
+                    self._token_times.append(time.time())
+                await response.write(_sse(_chunk(model, {"role": "assistant", **delta})))
+            usage = {
+                "prompt_tokens": sum(len(str(m.get("content", ""))) for m in body["messages"]),
+                "completion_tokens": len(chunks),
+                "total_tokens": 0,
+            }
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            await response.write(_sse(_chunk(model, {}, finish_reason="stop", usage=usage)))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            with self._disconnected:
+                self._disconnects += 1
+                self._disconnected.notify_all()
+            raise
+        return response
+
+
+def _echo(body: dict[str, Any]) -> list[str]:
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    text = str(users[-1]["content"]) if users else ""
+    step = max(1, -(-len(text) // 3))  # at most three chunks
+    return ["echo: ", *(text[i : i + step] for i in range(0, len(text), step))]
+
+
+def _chunk(
+    model: str,
+    delta: dict[str, Any],
+    *,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+
+
+def _completion(model: str, reasoning: list[str], tokens: list[str]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(tokens)}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": len(tokens), "total_tokens": 0},
+    }
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
