@@ -1,0 +1,161 @@
+"""The grpc.aio server: `create_server` builds it, `serve` runs it with Envoy until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from flowport.auth import Authenticator
+from flowport.engine import LlmClient, create_llm_client
+from flowport.envoy import EnvoyProcess, write_config
+from flowport.running import RunService
+from flowport.server.context import Services
+from flowport.server.flowai import FlowAiServicer
+from flowport.server.keys import ApiKeysServicer
+from flowport.server.runner import WorkflowRunnerServicer
+from flowport.server.runs import RunsServicer
+from flowport.server.workflows import WorkflowsServicer
+from flowport.settings import Settings
+from flowport.storage import Database, fail_running_runs
+from flowport.v1 import (
+    flowai_pb2,
+    flowai_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    runner_pb2,
+    runner_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (runner_pb2, "WorkflowRunner"),
+        (flowai_pb2, "FlowAi"),
+        (keys_pb2, "ApiKeys"),
+        (workflows_pb2, "Workflows"),
+        (runs_pb2, "Runs"),
+    )
+)
+
+
+@dataclass
+class FlowportServer:
+    """A started gRPC server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    db: Database
+    llm: LlmClient | None
+
+    async def stop(self, grace_s: float) -> None:
+        # NOT_SERVING first, so a health-checking proxy stops sending new work.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        if self.llm is not None:
+            await self.llm.aclose()
+        await self.db.dispose()
+
+
+async def create_server(settings: Settings, *, port: int | None = None) -> FlowportServer:
+    """Migrates the database, wires the servicers and starts serving on `port` (0: any free)."""
+    db = Database.connect(settings.resolved_database_url)
+    await db.migrate()
+    async with db.session() as session:
+        # Runs left "running" by a crash can never finish now.
+        stale = await fail_running_runs(session, reason="the service stopped during the run")
+    if stale:
+        log.warning("marked %d interrupted runs as failed", stale)
+
+    llm = create_llm_client(settings)
+    services = Services(
+        settings=settings,
+        db=db,
+        auth=Authenticator(db),
+        runs=RunService(db=db, llm=llm, settings=settings),
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", settings.max_body_bytes + 65536),
+        ]
+    )
+    runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), server)
+    flowai_pb2_grpc.add_FlowAiServicer_to_server(FlowAiServicer(services), server)
+    keys_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(services), server)
+    workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(services), server)
+    runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    bound = server.add_insecure_port(
+        f"{settings.host}:{settings.grpc_port if port is None else port}"
+    )
+    await server.start()
+    for name in (*SERVICE_NAMES, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return FlowportServer(server=server, port=bound, health=health_servicer, db=db, llm=llm)
+
+
+@contextlib.asynccontextmanager
+async def _stop_signals() -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def serve(settings: Settings) -> int:
+    """`flowport serve`: the gRPC service and Envoy in the foreground until SIGINT/SIGTERM;
+    the service drains first, then Envoy stops."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with _stop_signals() as stop:
+        flowport = await create_server(settings)
+        envoy = EnvoyProcess(
+            write_config(settings, grpc_ports=[flowport.port]),
+            base_id=settings.envoy_base_id,
+            log_path=settings.data_dir / "envoy.log",
+        )
+        await envoy.start()
+        log.info(
+            "serving: REST and gRPC on http://%s:%d (Envoy), gRPC service on %s:%d",
+            settings.host,
+            settings.http_port,
+            settings.host,
+            flowport.port,
+        )
+        envoy_exit = asyncio.ensure_future(envoy.wait())
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({envoy_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        code = 0
+        if envoy_exit.done():
+            code = envoy_exit.result() or 1
+            log.error("envoy exited with code %s; see %s", code, settings.data_dir / "envoy.log")
+        log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
+        await flowport.stop(settings.shutdown_grace_s)
+        await envoy.stop()
+        return code

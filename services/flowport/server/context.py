@@ -1,0 +1,25 @@
+"""What the servicers share: the service's parts, and the caller behind a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from flowport.auth import Authenticator, Principal, key_from_metadata
+from flowport.running import RunService
+from flowport.settings import Settings
+from flowport.storage import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The parts every servicer may use, built once by `create_server`."""
+
+    settings: Settings
+    db: Database
+    auth: Authenticator
+    runs: RunService
+
+    async def caller(self, context: grpc.aio.ServicerContext) -> Principal:
+        return await self.auth.authenticate(key_from_metadata(context.invocation_metadata() or ()))

@@ -1,0 +1,82 @@
+"""FlowAi: FlowAI's run route, blocking JSON or SSE, written as raw bytes through Envoy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from google.api import httpbody_pb2
+
+from flowport import flowai
+from flowport.errors import FlowportError
+from flowport.server.context import Services
+from flowport.server.status import internal
+from flowport.v1 import flowai_pb2, flowai_pb2_grpc
+
+JSON = "application/json"
+SSE = "text/event-stream"
+# Proxies further out must neither cache nor buffer the stream.
+SSE_HEADERS = (("cache-control", "no-cache"), ("x-accel-buffering", "no"))
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def RunWorkflow(
+        self, request: flowai_pb2.RunWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        runs = self._services.runs
+        try:
+            body = flowai.parse_request(request.body.data)
+            caller = await self._services.caller(context)
+            run = await runs.prepare(
+                caller,
+                workflow_id=request.workflow_id,
+                raw_input=body.input,
+                session_id=body.session_id,
+            )
+        except Exception as error:
+            yield await _http_error(context, error)
+            return
+
+        # The run's id as a header too: a streaming client can look its run up even if it
+        # never reads the final frame.
+        run_header = (("x-run-id", run.run_id),)
+        if not body.stream:
+            try:
+                result = await runs.run_to_end(run)
+            except Exception as error:
+                yield await _http_error(context, error, run_header)
+                return
+            await context.send_initial_metadata(run_header)
+            yield httpbody_pb2.HttpBody(
+                content_type=JSON, data=flowai.dumps(flowai.output_payload(result))
+            )
+            return
+
+        await context.send_initial_metadata(SSE_HEADERS + run_header)
+        try:
+            async for event in runs.events(run):
+                data = flowai.render_event(event)
+                if data is not None:
+                    yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
+        except Exception as error:
+            # After the first byte the HTTP status cannot change: the error is a frame.
+            yield httpbody_pb2.HttpBody(content_type=SSE, data=flowai.error_frame(_known(error)))
+
+
+async def _http_error(
+    context: grpc.aio.ServicerContext, error: Exception, headers: Metadata = ()
+) -> httpbody_pb2.HttpBody:
+    """A failure before the stream began: a plain HTTP error with the documented body."""
+    known = _known(error)
+    # Envoy's Lua filter turns this header into the response's status.
+    await context.send_initial_metadata((("x-http-status", str(known.http_status)), *headers))
+    return httpbody_pb2.HttpBody(content_type=JSON, data=flowai.error_body(known))
+
+
+def _known(error: Exception) -> FlowportError:
+    return error if isinstance(error, FlowportError) else internal(error)

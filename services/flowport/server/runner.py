@@ -1,0 +1,114 @@
+"""WorkflowRunner: typed Run and RunStream for gRPC clients, over the one run path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from flowport.engine import (
+    NodeFinished,
+    NodeStarted,
+    RunEvent,
+    RunFailed,
+    RunStarted,
+    RunSucceeded,
+    Token,
+)
+from flowport.server.context import Services
+from flowport.server.convert import from_struct, struct
+from flowport.server.status import translate_errors
+from flowport.v1 import runner_pb2, runner_pb2_grpc
+
+
+class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @translate_errors
+    async def Run(
+        self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
+    ) -> runner_pb2.RunResponse:
+        caller = await self._services.caller(context)
+        run = await self._services.runs.prepare(
+            caller,
+            workflow_id=request.workflow_id,
+            raw_input=from_struct(request.input),
+            session_id=request.session_id or None,
+        )
+        result = await self._services.runs.run_to_end(run)
+        return runner_pb2.RunResponse(
+            output=result.output,
+            total_time=result.total_time,
+            run_id=result.run_id,
+            session_id=run.session_id,
+        )
+
+    @translate_errors
+    async def RunStream(
+        self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
+        caller = await self._services.caller(context)
+        run = await self._services.runs.prepare(
+            caller,
+            workflow_id=request.workflow_id,
+            raw_input=from_struct(request.input),
+            session_id=request.session_id or None,
+        )
+        async for event in self._services.runs.events(run):
+            yield _event(event, session_id=run.session_id)
+
+
+def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
+    match event:
+        case RunStarted():
+            return runner_pb2.RunStreamResponse(
+                run_started=runner_pb2.RunStarted(
+                    run_id=event.run_id,
+                    node_id=event.node_id,
+                    input=struct(event.inputs),
+                    session_id=session_id,
+                )
+            )
+        case NodeStarted():
+            return runner_pb2.RunStreamResponse(
+                node_started=runner_pb2.NodeStarted(
+                    node_id=event.node_id, name=event.name, type=event.type
+                )
+            )
+        case NodeFinished():
+            return runner_pb2.RunStreamResponse(
+                node_finished=runner_pb2.NodeFinished(
+                    node_id=event.node_id,
+                    name=event.name,
+                    type=event.type,
+                    status=event.status,
+                    time_spend=event.time_spend,
+                    error=event.error,
+                )
+            )
+        case Token():
+            return runner_pb2.RunStreamResponse(
+                token=runner_pb2.TokenChunk(
+                    node_id=event.node_id, content=event.content, reasoning=event.reasoning
+                )
+            )
+        case RunSucceeded():
+            return runner_pb2.RunStreamResponse(
+                output=runner_pb2.RunOutput(
+                    output=event.output,
+                    total_time=event.total_time,
+                    run_id=event.run_id,
+                    session_id=session_id,
+                )
+            )
+        case RunFailed():
+            return runner_pb2.RunStreamResponse(
+                error=runner_pb2.RunError(
+                    node_id=event.node_id,
+                    code=event.error.http_status,
+                    message=event.error.message,
+                    run_id=event.run_id,
+                )
+            )
+    raise TypeError(f"unknown run event {event!r}")

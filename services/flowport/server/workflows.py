@@ -1,0 +1,112 @@
+"""Workflows: drafts validated when saved, and publishing as immutable versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from flowport.engine import parse_definition
+from flowport.server.context import Services
+from flowport.server.convert import from_struct, struct, timestamp
+from flowport.server.status import translate_errors
+from flowport.storage import (
+    Workflow,
+    create_workflow,
+    get_workflow,
+    list_workflows,
+    publish_workflow,
+    update_workflow_draft,
+)
+from flowport.v1 import workflows_pb2, workflows_pb2_grpc
+
+
+class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @translate_errors
+    async def CreateWorkflow(
+        self, request: workflows_pb2.CreateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        caller = await self._services.caller(context)
+        caller.require("admin")
+        definition = from_struct(request.definition)
+        parsed = parse_definition(definition)
+        async with self._services.db.session() as session:
+            workflow = await create_workflow(
+                session,
+                account_id=caller.account_id,
+                name=parsed.name,
+                visibility=parsed.visibility,
+                definition=definition,
+            )
+        return _workflow(workflow, definition=workflow.draft)
+
+    @translate_errors
+    async def UpdateWorkflow(
+        self, request: workflows_pb2.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        caller = await self._services.caller(context)
+        caller.require("admin")
+        definition = from_struct(request.definition)
+        parsed = parse_definition(definition)
+        async with self._services.db.session() as session:
+            workflow = await update_workflow_draft(
+                session,
+                account_id=caller.account_id,
+                workflow_id=request.id,
+                name=parsed.name,
+                visibility=parsed.visibility,
+                definition=definition,
+            )
+        return _workflow(workflow, definition=workflow.draft)
+
+    @translate_errors
+    async def PublishWorkflow(
+        self, request: workflows_pb2.PublishWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.PublishWorkflowResponse:
+        caller = await self._services.caller(context)
+        caller.require("admin")
+        async with self._services.db.session() as session:
+            version = await publish_workflow(
+                session, account_id=caller.account_id, workflow_id=request.id
+            )
+        return workflows_pb2.PublishWorkflowResponse(id=request.id, version=version.version)
+
+    @translate_errors
+    async def GetWorkflow(
+        self, request: workflows_pb2.GetWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        caller = await self._services.caller(context)
+        caller.require("admin")
+        async with self._services.db.session() as session:
+            workflow = await get_workflow(
+                session, account_id=caller.account_id, workflow_id=request.id
+            )
+        return _workflow(workflow, definition=workflow.draft)
+
+    @translate_errors
+    async def ListWorkflows(
+        self, request: workflows_pb2.ListWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.ListWorkflowsResponse:
+        caller = await self._services.caller(context)
+        caller.require("admin")
+        async with self._services.db.session() as session:
+            workflows = await list_workflows(session, account_id=caller.account_id)
+        return workflows_pb2.ListWorkflowsResponse(
+            workflows=[_workflow(workflow, definition=None) for workflow in workflows]
+        )
+
+
+def _workflow(workflow: Workflow, *, definition: dict[str, Any] | None) -> workflows_pb2.Workflow:
+    return workflows_pb2.Workflow(
+        id=workflow.id,
+        name=workflow.name,
+        visibility=workflow.visibility,
+        status=workflow.status,
+        latest_version=workflow.latest_version,
+        definition=struct(definition),
+        created_at=timestamp(workflow.created_at),
+        updated_at=timestamp(workflow.updated_at),
+    )
