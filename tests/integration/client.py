@@ -1,0 +1,80 @@
+"""A small REST client for the tests: what a user's code would do with httpx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import httpx_sse
+
+
+class Api:
+    def __init__(self, base_url: str, key: str, *, account: str = "") -> None:
+        self.key = key
+        self.account = account
+        self.http = httpx.Client(base_url=base_url, timeout=60)
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-KEY": self.key}
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("headers", self.headers)
+        return self.http.post(path, json=body, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("headers", self.headers)
+        return self.http.get(path, **kwargs)
+
+    def publish(self, definition: dict[str, Any]) -> str:
+        """Creates and publishes a workflow; returns its id."""
+        created = self.post("/v1/workflows", definition)
+        assert created.status_code == 200, created.text
+        workflow_id = created.json()["id"]
+        published = self.post(f"/v1/workflows/{workflow_id}:publish", {})
+        assert published.status_code == 200, published.text
+        return workflow_id
+
+    def run(
+        self,
+        workflow_id: str,
+        input: dict[str, Any],
+        *,
+        headers: dict[str, str] | None = None,
+        **body: Any,
+    ) -> httpx.Response:
+        """FlowAI's route, blocking; `body` adds fields next to `input`."""
+        return self.post(
+            f"/v1/api/workflow/run/{workflow_id}",
+            {"input": input, **body},
+            headers=headers if headers is not None else self.headers,
+        )
+
+    @contextmanager
+    def stream(
+        self, workflow_id: str, input: dict[str, Any], **extra: Any
+    ) -> Iterator[httpx_sse.EventSource]:
+        body = {"input": input, "stream": True, **extra}
+        with httpx_sse.connect_sse(
+            self.http,
+            "POST",
+            f"/v1/api/workflow/run/{workflow_id}",
+            json=body,
+            headers=self.headers,
+        ) as source:
+            yield source
+
+    def stream_events(self, workflow_id: str, input: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Every SSE frame of a streamed run, as (event, parsed data)."""
+        with self.stream(workflow_id, input) as source:
+            assert source.response.status_code == 200, source.response.read()
+            return [(sse.event, json.loads(sse.data)) for sse in source.iter_sse()]

@@ -1,0 +1,49 @@
+"""Fixtures: one real stack per test session, a fresh account and key for every test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.fake_llm import FakeLlm
+from tests.integration.client import Api
+from tests.integration.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLlm]:
+    fake = FakeLlm()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: FakeLlm) -> Iterator[FakeLlm]:
+    """The fake LLM, echoing by default; a test may script it."""
+    fake_llm_server.reset()
+    yield fake_llm_server
+    fake_llm_server.reset()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) -> Iterator[Stack]:
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    stack = Stack(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'flowport.db'}",
+        llm_base_url=fake_llm_server.base_url,
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[Api]:
+    """A client with an admin key of its own account: no test sees another's data."""
+    account, key = stack.create_key()
+    with Api(stack.base_url, key, account=account) as client:
+        yield client

@@ -1,0 +1,169 @@
+"""FlowAI's route with "stream": true: frames as documented, sent as they happen."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flowport.demo import BMI, CHAT
+from tests.fakes.fake_llm import FakeLlm
+from tests.integration.client import Api
+
+
+def test_frames_match_flowai_documentation(api: Api, fake_llm: FakeLlm) -> None:
+    fake_llm.set_reply(tokens=["嗯", ",", "在", "呢", "。"])
+    workflow_id = api.publish(CHAT)
+
+    frames = api.stream_events(workflow_id, {"输入": "在吗?"})
+
+    llm, out = "1741675999864", "1741676038250"
+    assert frames[0] == (
+        "msg",
+        {"Node": "myinput", "Msg": "start", "Type": "start", "Data": {"输入": "在吗?"}},
+    )
+    assert frames[1] == (
+        "msg",
+        {"Node": "myinput", "Msg": "Start node 开始, type in", "Type": "start_node", "Data": None},
+    )
+    event, finish = frames[2]
+    assert (event, finish["Msg"], finish["Type"]) == (
+        "msg",
+        "Finish node 开始, type in",
+        "finish_node",
+    )
+    assert list(finish["Data"]) == ["time_spend"]
+    assert frames[3] == (
+        "msg",
+        {"Node": llm, "Msg": "Start node LLM1, type llm", "Type": "start_node", "Data": None},
+    )
+    assert frames[4:9] == [
+        ("stream", {"Content": token, "Node": llm, "Reasoning": None}) for token in "嗯,在呢。"
+    ]
+    assert frames[9][1]["Msg"] == "Finish node LLM1, type llm"
+    assert frames[10][1] == {
+        "Node": out,
+        "Msg": "Start node 结束(输出)1, type out",
+        "Type": "start_node",
+        "Data": None,
+    }
+    assert (frames[11][1]["Node"], frames[11][1]["Msg"]) == (
+        out,
+        "Finish node 结束(输出)1, type out",
+    )
+    event, output = frames[12]
+    assert event == "output"
+    assert list(output) == ["output", "total_time", "run_id"]
+    assert output["output"] == "嗯,在呢。"
+    assert len(frames) == 13
+
+
+def test_stream_bytes_and_headers(api: Api, fake_llm: FakeLlm) -> None:
+    fake_llm.set_reply(tokens=["在"])
+    workflow_id = api.publish(CHAT)
+    body = {"input": {"输入": "在吗?"}, "stream": True}
+
+    response = api.post(f"/v1/api/workflow/run/{workflow_id}", body)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.content.startswith(
+        'event: msg\ndata: {"Node":"myinput","Msg":"start","Type":"start","Data":{"输入":"在吗?"}}\n\n'.encode()
+    )
+    assert (
+        b'event: stream\ndata: {"Content":"\xe5\x9c\xa8","Node":"1741675999864","Reasoning":null}\n\n'
+        in response.content
+    )
+
+
+def test_tokens_reach_the_client_before_the_llm_finishes(api: Api, fake_llm: FakeLlm) -> None:
+    # The fake sends two tokens, then holds the rest until released: if Flowport or Envoy
+    # buffered, the client would see nothing until the end.
+    fake_llm.set_reply(tokens=["one ", "two ", "three"], pause_after=2)
+    workflow_id = api.publish(CHAT)
+    seen: list[str] = []
+
+    with api.stream(workflow_id, {"输入": "count"}) as source:
+        for sse in source.iter_sse():
+            if sse.event == "stream":
+                seen.append(json.loads(sse.data)["Content"])
+                if len(seen) == 2:
+                    # Two tokens arrived while the LLM is provably still answering.
+                    assert len(fake_llm.token_times) == 2
+                    fake_llm.release()
+            if sse.event == "output":
+                assert json.loads(sse.data)["output"] == "one two three"
+
+    assert seen == ["one ", "two ", "three"]
+
+
+def test_reasoning_is_streamed_apart_from_content(api: Api, fake_llm: FakeLlm) -> None:
+    fake_llm.set_reply(tokens=["42"], reasoning=["let me ", "think"])
+    workflow_id = api.publish(CHAT)
+
+    frames = api.stream_events(workflow_id, {"输入": "answer?"})
+
+    streamed = [data for event, data in frames if event == "stream"]
+    assert [(d["Content"], d["Reasoning"]) for d in streamed] == [
+        ("", "let me "),
+        ("", "think"),
+        ("42", None),
+    ]
+    assert frames[-1][1]["output"] == "42"
+
+
+def test_llm_failure_mid_stream_is_an_error_frame(api: Api, fake_llm: FakeLlm) -> None:
+    fake_llm.set_reply(tokens=[], status=500)
+    workflow_id = api.publish(CHAT)
+
+    frames = api.stream_events(workflow_id, {"输入": "hello"})
+
+    event, error = frames[-1]
+    assert event == "error"
+    assert error["Node"] == "1741675999864"
+    assert error["code"] == 502
+    assert "LLM provider failed" in error["message"]
+
+
+def test_errors_before_the_stream_are_plain_http(api: Api) -> None:
+    workflow_id = api.publish(BMI)
+
+    with api.stream(workflow_id, {"height": 1.8}) as source:
+        assert source.response.status_code == 400
+        assert source.response.headers["content-type"] == "application/json"
+        assert "weight" in json.loads(source.response.read())["message"]
+
+
+def test_client_disconnect_cancels_the_run(api: Api, fake_llm: FakeLlm) -> None:
+    fake_llm.set_reply(tokens=["a", "b", "c"], pause_after=1)
+    workflow_id = api.publish(CHAT)
+
+    with api.stream(workflow_id, {"输入": "hi"}) as source:
+        run_id = source.response.headers["x-run-id"]
+        for sse in source.iter_sse():
+            if sse.event == "stream":
+                break  # leaving the block closes the connection mid-answer
+
+    # The upstream LLM stream is closed once the client is gone...
+    assert fake_llm.wait_for_disconnect(timeout=5)
+    # ...and the run is on record as cancelled, with the node that had finished.
+    run = _wait_until_finished(api, run_id)
+    assert run["status"] == "cancelled"
+    assert [node["node_id"] for node in run["nodes"]][:1] == ["myinput"]
+
+
+def test_run_id_header_names_the_run(api: Api) -> None:
+    workflow_id = api.publish(BMI)
+
+    response = api.run(workflow_id, {"height": 2, "weight": 80})
+
+    assert response.headers["x-run-id"] == response.json()["run_id"]
+
+
+def _wait_until_finished(api: Api, run_id: str, timeout_s: float = 10) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = api.get(f"/v1/runs/{run_id}").json()
+        if run["status"] != "running" or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
