@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
+from pathlib import Path
 
+import yaml
+
+from flowport.engine import parse_definition
+from flowport.errors import FlowportError
 from flowport.settings import Settings
-from flowport.storage import Database, create_api_key, get_or_create_account
+from flowport.storage import (
+    Database,
+    create_api_key,
+    create_workflow,
+    get_or_create_account,
+    list_workflows,
+    publish_workflow,
+    update_workflow_draft,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--account", required=True, help="the account; created if missing")
     create.add_argument("--admin", action="store_true", help="scopes admin and run (else: run)")
     create.add_argument("--name", default="cli", help="a name to recognise the key by")
+
+    workflows = commands.add_parser("workflows", help="workflows").add_subparsers(
+        dest="action", required=True
+    )
+    publish = workflows.add_parser(
+        "publish", help="save a definition (JSON or YAML) and publish it as a new version"
+    )
+    publish.add_argument("file", type=Path, help="the workflow definition")
+    publish.add_argument("--account", required=True, help="the owning account; created if missing")
 
     commands.add_parser("demo", help="publish the demo workflows and print a key to try them")
 
@@ -39,9 +62,61 @@ def main(argv: list[str] | None = None) -> int:
         secret = asyncio.run(_create_key(settings, args.account, args.name, scopes))
         print(secret)
         return 0
+    if args.command == "workflows":
+        try:
+            definition = _load_definition(args.file)
+            workflow_id, version = asyncio.run(_publish(settings, args.account, definition))
+        except (OSError, yaml.YAMLError, FlowportError) as error:
+            print(f"flowport: {args.file}: {getattr(error, 'message', error)}", file=sys.stderr)
+            return 1
+        print(f"{workflow_id} version {version}")
+        return 0
     if args.command == "demo":
         return asyncio.run(_demo(settings))
     return 2
+
+
+def _load_definition(path: Path) -> object:
+    text = path.read_text(encoding="utf-8")
+    # JSON is read as JSON (YAML 1.1 would differ on edge cases), anything else as YAML.
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+async def _publish(settings: Settings, account: str, definition: object) -> tuple[str, int]:
+    """Creates the workflow, or saves a new draft of the account's workflow of the same name,
+    and publishes it."""
+    parsed = parse_definition(definition)
+    assert isinstance(definition, dict)  # parse_definition accepts JSON objects only
+    db = await _open(settings)
+    try:
+        async with db.session() as session:
+            owner = await get_or_create_account(session, name=account)
+            same_name = [
+                w
+                for w in await list_workflows(session, account_id=owner.id)
+                if w.name == parsed.name
+            ]
+            if same_name:
+                workflow = await update_workflow_draft(
+                    session,
+                    account_id=owner.id,
+                    workflow_id=same_name[0].id,
+                    name=parsed.name,
+                    visibility=parsed.visibility,
+                    definition=definition,
+                )
+            else:
+                workflow = await create_workflow(
+                    session,
+                    account_id=owner.id,
+                    name=parsed.name,
+                    visibility=parsed.visibility,
+                    definition=definition,
+                )
+            version = await publish_workflow(session, account_id=owner.id, workflow_id=workflow.id)
+        return workflow.id, version.version
+    finally:
+        await db.dispose()
 
 
 async def _create_key(settings: Settings, account: str, name: str, scopes: list[str]) -> str:

@@ -6,7 +6,10 @@ import re
 import subprocess
 
 import httpx
+import yaml
 
+from flowport.demo import BMI
+from flowport.ids import random_token
 from tests.integration.client import Api
 from tests.integration.stack import FLOWPORT, REPO, Stack
 
@@ -64,3 +67,31 @@ def test_body_over_the_limit_is_413(api: Api) -> None:
     assert response.status_code == 413
     assert response.json()["code"] == 413
     assert api.get("/v1/keys").status_code == 200
+
+
+def test_workflows_publish_reads_yaml_and_makes_new_versions(stack: Stack, tmp_path) -> None:
+    definition = tmp_path / "bmi.yaml"
+    definition.write_text(yaml.safe_dump(BMI, allow_unicode=True), encoding="utf-8")
+    account = f"yaml-{random_token(6)}"
+
+    first = _flowport(stack, "workflows", "publish", str(definition), "--account", account)
+    second = _flowport(stack, "workflows", "publish", str(definition), "--account", account)
+
+    assert first.returncode == 0, first.stderr
+    workflow_id, _, version = first.stdout.split()
+    assert (version, second.stdout.split()) == ("1", [workflow_id, "version", "2"])
+    _, key = stack.create_key(account=account)
+    with Api(stack.base_url, key) as api:
+        assert (
+            api.run(workflow_id, {"height": 2, "weight": 80}).json()["output"] == "您的BMI值是20.0"
+        )
+
+
+def test_workflows_publish_names_what_is_wrong(stack: Stack, tmp_path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"name": "x", "nodes": [{"id": "a", "type": "magic"}]}')
+
+    result = _flowport(stack, "workflows", "publish", str(broken), "--account", "someone")
+
+    assert result.returncode == 1
+    assert "unknown node type 'magic'" in result.stderr
