@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,13 @@ class Settings(BaseSettings):
     # Seconds an LLM call may take before the node fails; streams reset it on every chunk.
     llm_timeout_s: float = 120.0
 
+    # Outbound requests (http nodes, image and file URL inputs) may not reach private,
+    # loopback or link-local addresses unless the host, IP or CIDR is listed here.
+    # The variable is comma-separated: FLOWPORT_FETCH_ALLOW=127.0.0.1,10.0.0.0/8,api.internal
+    fetch_allow: Annotated[list[str], NoDecode] = []
+    fetch_max_bytes: int = 5_242_880
+    fetch_timeout_s: float = 10
+
     rate_limit_per_key: float = 20.0
     content_policy: Path | None = None
 
@@ -37,6 +45,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 10.0
     # Envoy's base id; a second Envoy on one host (tests) needs another one.
     envoy_base_id: int = 0
+
+    @field_validator("fetch_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # NoDecode keeps pydantic-settings from reading the variable as JSON.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,199 @@
+"""A scripted HTTP API on 127.0.0.1 for http-node and fetch tests, on its own thread and loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str
+
+
+class FakeHttp:
+    """Routes (any method):
+
+    - `/echo`: 200 with JSON {"method", "path", "query", "headers", "body"}
+    - `/status/{code}`: that status, body "status <code>"
+    - `/flaky/{n}`: 503 for the first n requests to that path, then 200 "ok"
+    - `/big/{n}`: n bytes of "x", no Content-Length (chunked), so only reading finds out
+    - `/text`: 200 text/plain "plain text"
+    - `/redirect?to=URL`: 302 to URL
+    - `/together`: waits until `together_parties` requests are inside at once (or release()),
+      then 200 "together"; `max_in_flight` tells how many overlapped
+    - `/hang`: never answers until release()
+
+    Records every request in `requests`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[Seen] = []
+        self._counts: dict[str, int] = {}
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self.together_parties = 2
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._gate: asyncio.Event | None = None
+        self._all_in: asyncio.Event | None = None
+        self.base_url = ""
+        self.port = 0
+
+    def start(self) -> str:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="fake-http", daemon=True)
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        return self.base_url
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self.release()
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> FakeHttp:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def reset(self) -> None:
+        self.release()
+        with self._lock:
+            self._requests.clear()
+            self._counts.clear()
+            self._max_in_flight = 0
+            self.together_parties = 2
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._new_gate(), self._loop).result(timeout=10)
+
+    def release(self) -> None:
+        """Lets `/together` and `/hang` requests answer."""
+        if self._loop is not None and self._gate is not None:
+            self._loop.call_soon_threadsafe(self._gate.set)
+
+    @property
+    def requests(self) -> list[Seen]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
+    async def _new_gate(self) -> None:
+        self._gate = asyncio.Event()
+        self._all_in = asyncio.Event()
+
+    async def _serve(self) -> int:
+        await self._new_gate()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        return int(self._runner.addresses[0][1])
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.text()
+        seen = Seen(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        with self._lock:
+            self._requests.append(seen)
+            self._counts[request.path] = self._counts.get(request.path, 0) + 1
+            count = self._counts[request.path]
+        parts = request.path.strip("/").split("/")
+        match parts:
+            case ["echo"]:
+                return web.json_response(
+                    {
+                        "method": seen.method,
+                        "path": seen.path,
+                        "query": seen.query,
+                        "headers": seen.headers,
+                        "body": seen.body,
+                    }
+                )
+            case ["status", code]:
+                return web.Response(status=int(code), text=f"status {code}")
+            case ["flaky", n]:
+                if count <= int(n):
+                    return web.Response(status=503, text="try again")
+                return web.Response(text="ok")
+            case ["big", n]:
+                response = web.StreamResponse()
+                response.enable_chunked_encoding()
+                await response.prepare(request)
+                remaining = int(n)
+                while remaining > 0:
+                    step = min(remaining, 65536)
+                    await response.write(b"x" * step)
+                    remaining -= step
+                await response.write_eof()
+                return response
+            case ["text"]:
+                return web.Response(text="plain text")
+            case ["redirect"]:
+                raise web.HTTPFound(request.query["to"])
+            case ["together"]:
+                return await self._together()
+            case ["hang"]:
+                assert self._gate is not None
+                await self._gate.wait()
+                return web.Response(text="released")
+        return web.json_response({"error": "no route"}, status=404)
+
+    async def _together(self) -> web.Response:
+        assert self._gate is not None and self._all_in is not None
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            if self._in_flight >= self.together_parties:
+                self._all_in.set()
+        try:
+            # Answer only once every party is inside: were the requests made one after the
+            # other, the first would wait here until the client gave up.
+            all_in = asyncio.ensure_future(self._all_in.wait())
+            released = asyncio.ensure_future(self._gate.wait())
+            await asyncio.wait({all_in, released}, return_when=asyncio.FIRST_COMPLETED)
+            all_in.cancel()
+            released.cancel()
+            return web.Response(text="together")
+        finally:
+            with self._lock:
+                self._in_flight -= 1

@@ -1,0 +1,147 @@
+"""The SSRF guard and the guarded fetch, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from flowport.errors import InvalidArgument, UpstreamFailed
+from flowport.outbound import ConnectionFailed, FetchedResponse, FetchPolicy, check_url, fetch
+from flowport.settings import Settings
+from tests.fakes.fake_http import FakeHttp
+
+LOCAL = ["127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeHttp]:
+    with FakeHttp() as fake:
+        yield fake
+
+
+@pytest.fixture
+def http(server: FakeHttp) -> Iterator[FakeHttp]:
+    server.reset()
+    yield server
+    server.reset()
+
+
+async def get(
+    url: str, *, allow: Sequence[str] = LOCAL, max_bytes: int = 1_000_000, timeout_s: float = 5
+) -> FetchedResponse:
+    return await fetch(url, timeout_s=timeout_s, max_bytes=max_bytes, allow=allow)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://127.0.0.1:9/x", "127.0.0.1 is a loopback address"),
+        ("http://10.1.2.3/", "10.1.2.3 is a private address"),
+        ("http://192.168.0.1/", "private address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+        ("http://[::1]:8080/", "::1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]/", "loopback address"),
+        ("http://0.0.0.0/", "unspecified address"),
+        ("http://224.0.0.1/", "multicast address"),
+        ("http://100.64.0.1/", "non-public address"),
+        ("https://localhost/", "localhost resolves to"),
+    ],
+)
+async def test_non_public_addresses_are_refused_without_the_allow_list(url: str, kind: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        await check_url(url, allow=[])
+    assert kind in refused.value.message
+    assert "refused" in refused.value.message
+
+
+async def test_localhost_is_refused_as_loopback() -> None:
+    with pytest.raises(InvalidArgument, match="loopback address"):
+        await check_url("http://localhost:8080/admin", allow=[])
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.com/x", "gopher://127.0.0.1/", "javascript:1"]
+)
+async def test_only_http_and_https_are_fetched(url: str) -> None:
+    with pytest.raises(InvalidArgument, match="only http and https URLs may be fetched"):
+        await check_url(url, allow=["127.0.0.1", "example.com"])
+
+
+async def test_public_addresses_and_allowed_ones_pass() -> None:
+    await check_url("https://93.184.216.34/path?q=1", allow=[])
+    await check_url("http://10.1.2.3/", allow=["10.0.0.0/8"])
+    await check_url("http://[::1]/", allow=["::1"])
+    await check_url("http://localhost/", allow=["LOCALHOST"])
+
+
+async def test_a_refused_url_is_never_requested(http: FakeHttp) -> None:
+    with pytest.raises(InvalidArgument, match="loopback"):
+        await get(http.url("/echo"), allow=[])
+    assert http.requests == []
+
+
+async def test_fetch_sends_method_headers_and_body_and_reads_json(http: FakeHttp) -> None:
+    response = await fetch(
+        http.url("/echo?a=1"),
+        method="PUT",
+        headers={"X-Token": "t1", "Content-Type": "application/json"},
+        content='{"k": "v"}',
+        timeout_s=5,
+        max_bytes=10_000,
+        allow=LOCAL,
+    )
+    assert response.status == 200
+    body = response.json()
+    assert body["method"] == "PUT" and body["query"] == {"a": "1"} and body["body"] == '{"k": "v"}'
+    assert body["headers"]["x-token"] == "t1"
+    # The Host header names the host as written, although the socket went to its address.
+    assert body["headers"]["host"] == f"127.0.0.1:{http.port}"
+    assert response.headers["content-type"].startswith("application/json")
+
+
+async def test_non_json_bodies_have_text_and_no_json(http: FakeHttp) -> None:
+    response = await get(http.url("/text"))
+    assert response.text == "plain text" and response.json() is None
+
+
+async def test_redirects_are_followed_and_every_hop_is_checked(http: FakeHttp) -> None:
+    followed = await get(http.url("/redirect?to=/echo"))
+    assert followed.status == 200 and followed.url.endswith("/echo")
+    with pytest.raises(InvalidArgument, match=r"169\.254\.169\.254 is a link-local address"):
+        await get(http.url("/redirect?to=http://169.254.169.254/latest/meta-data/"))
+
+
+async def test_a_body_over_the_limit_is_refused(http: FakeHttp) -> None:
+    with pytest.raises(InvalidArgument, match="response larger than 1000 bytes"):
+        await get(http.url("/big/5000"), max_bytes=1000)
+    small = await get(http.url("/big/1000"), max_bytes=1000)
+    assert small.content == b"x" * 1000
+
+
+async def test_a_slow_server_times_out(http: FakeHttp) -> None:
+    with pytest.raises(
+        UpstreamFailed, match=r"GET http://127\.0\.0\.1:\d+/hang: timed out after 0\.2s$"
+    ):
+        await get(http.url("/hang?secret=1"), timeout_s=0.2)
+
+
+async def test_a_closed_port_is_a_connection_failure() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConnectionFailed, match="could not connect"):
+        await get(f"http://127.0.0.1:{port}/")
+
+
+def test_the_policy_comes_from_settings_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLOWPORT_FETCH_ALLOW", "127.0.0.1, 10.0.0.0/8,api.internal")
+    monkeypatch.setenv("FLOWPORT_FETCH_MAX_BYTES", "1000")
+    policy = FetchPolicy.from_settings(Settings())
+    assert policy.allow == ("127.0.0.1", "10.0.0.0/8", "api.internal")
+    assert policy.max_bytes == 1000 and policy.timeout_s == 10
+    monkeypatch.delenv("FLOWPORT_FETCH_ALLOW")
+    assert Settings().fetch_allow == []
