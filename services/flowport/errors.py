@@ -33,8 +33,25 @@ class PermissionDenied(FlowportError):
     http_status = 403
 
 
+class MissingScope(PermissionDenied):
+    """A valid key without the scope this call needs (LinkAI answers 408 for the run scope)."""
+
+
 class NotFound(FlowportError):
     http_status = 404
+
+
+class CreditsExhausted(FlowportError):
+    """The calling account has no run credits left (LinkAI answers 406)."""
+
+    # Payment Required: the closest HTTP meaning on the surfaces that are not LinkAI's.
+    http_status = 402
+
+
+class ContentBlocked(FlowportError):
+    """An input or output contains a word of the content policy."""
+
+    http_status = 409
 
 
 class Conflict(FlowportError):
@@ -42,7 +59,13 @@ class Conflict(FlowportError):
 
 
 class ResourceExhausted(FlowportError):
+    """Rate limited; `retry_after_s` tells the client when to try again."""
+
     http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamFailed(FlowportError):

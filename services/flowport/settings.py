@@ -36,8 +36,12 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = 5_242_880
     fetch_timeout_s: float = 10
 
-    rate_limit_per_key: float = 20.0
+    rate_limit_per_key: int = 20
+    # With a Redis URL the rate limits are shared by every replica; without, in-process.
+    redis_url: str | None = None
     content_policy: Path | None = None
+    # A session's memory is forgotten after this long without a run.
+    session_ttl_s: float = 1800.0
 
     # Requests with a larger body are refused by Envoy with 413.
     max_body_bytes: int = 1_048_576

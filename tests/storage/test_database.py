@@ -8,6 +8,7 @@ from datetime import UTC
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
@@ -18,7 +19,7 @@ from flowport.storage import (
     get_or_create_account,
     get_workflow,
 )
-from flowport.storage.database import normalize_url
+from flowport.storage.database import alembic_config, normalize_url
 
 from .conftest import Target
 
@@ -70,7 +71,7 @@ async def test_migrations_create_the_schema_and_a_second_run_changes_nothing(db:
         first = await connection.run_sync(_schema)
         version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
     assert set(first) == {*SQLModel.metadata.tables, "alembic_version"}
-    assert version == [("0001",)]
+    assert version == [(ScriptDirectory.from_config(alembic_config()).get_current_head(),)]
 
     await db.migrate()
     async with db.engine.connect() as connection:
@@ -137,3 +138,27 @@ async def test_processes_migrating_at_once_do_not_collide(target: Target):
     finally:
         for database in databases:
             await database.dispose()
+
+
+async def test_a_database_of_the_first_release_upgrades_and_keeps_its_data(target: Target):
+    old = target.open()
+    await old.migrate("0001")
+    async with old.session() as session:
+        account = await get_or_create_account(session, name="acme")
+        workflow = await create_workflow(
+            session, account_id=account.id, name="BMI", visibility="private", definition={"a": 1}
+        )
+    async with old.engine.connect() as connection:
+        assert "session_turns" not in await connection.run_sync(_schema)
+    await old.dispose()
+
+    upgraded = target.open()
+    try:
+        await upgraded.migrate()
+        async with upgraded.session() as session:
+            loaded = await get_workflow(session, account_id=account.id, workflow_id=workflow.id)
+        assert loaded.draft == {"a": 1}
+        async with upgraded.engine.connect() as connection:
+            assert "session_turns" in await connection.run_sync(_schema)
+    finally:
+        await upgraded.dispose()

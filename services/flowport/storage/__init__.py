@@ -1,6 +1,12 @@
 """Flowport's storage: tables, migrations and the data functions the service calls."""
 
-from flowport.storage.accounts import get_account, get_account_by_name, get_or_create_account
+from flowport.storage.accounts import (
+    get_account,
+    get_account_by_name,
+    get_or_create_account,
+    set_credits,
+    spend_credit,
+)
 from flowport.storage.api_keys import (
     create_api_key,
     find_api_key,
@@ -9,7 +15,15 @@ from flowport.storage.api_keys import (
     touch_api_key,
 )
 from flowport.storage.database import Database
-from flowport.storage.models import Account, ApiKey, NodeRun, Run, Workflow, WorkflowVersion
+from flowport.storage.models import (
+    Account,
+    ApiKey,
+    NodeRun,
+    Run,
+    SessionTurn,
+    Workflow,
+    WorkflowVersion,
+)
 from flowport.storage.runs import (
     NodeRunRecord,
     create_run,
@@ -17,6 +31,7 @@ from flowport.storage.runs import (
     finish_run,
     get_run,
 )
+from flowport.storage.sessions import add_turn, recent_turns
 from flowport.storage.workflows import (
     create_workflow,
     get_published_workflow,
@@ -33,8 +48,10 @@ __all__ = [
     "NodeRun",
     "NodeRunRecord",
     "Run",
+    "SessionTurn",
     "Workflow",
     "WorkflowVersion",
+    "add_turn",
     "create_api_key",
     "create_run",
     "create_workflow",
@@ -50,7 +67,10 @@ __all__ = [
     "list_api_keys",
     "list_workflows",
     "publish_workflow",
+    "recent_turns",
     "revoke_api_key",
+    "set_credits",
+    "spend_credit",
     "touch_api_key",
     "update_workflow_draft",
 ]

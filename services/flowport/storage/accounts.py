@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy import case, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import NotFound
@@ -38,3 +39,33 @@ async def get_or_create_account(session: AsyncSession, *, name: str) -> Account:
             raise
         return existing
     return account
+
+
+async def set_credits(session: AsyncSession, *, name: str, credits: int | None) -> Account:
+    """Gives the account (created if missing) `credits` runs; None is unlimited."""
+    account = await get_or_create_account(session, name=name)
+    account.credits = credits
+    session.add(account)
+    await session.commit()
+    return account
+
+
+async def spend_credit(session: AsyncSession, *, account_id: str) -> bool:
+    """Spends one run credit; False when none is left. Unlimited accounts always succeed.
+
+    One conditional UPDATE: the database serialises it, so two concurrent runs can never
+    both spend the last credit."""
+    result = await session.exec(
+        update(Account)
+        .where(
+            col(Account.id) == account_id,
+            or_(col(Account.credits).is_(None), col(Account.credits) > 0),
+        )
+        .values(
+            credits=case((col(Account.credits).is_(None), None), else_=col(Account.credits) - 1)
+        )
+        # Loaded Account objects are not updated: callers read the balance afresh.
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return result.rowcount == 1

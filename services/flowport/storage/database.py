@@ -116,14 +116,14 @@ class Database:
         async with self._sessions() as session:
             yield session
 
-    async def migrate(self) -> None:
+    async def migrate(self, revision: str = "head") -> None:
         """Brings the schema to the newest revision (`alembic upgrade head`)."""
-        await asyncio.to_thread(self._upgrade)
+        await asyncio.to_thread(self._upgrade, revision)
 
     async def dispose(self) -> None:
         await self._engine.dispose()
 
-    def _upgrade(self) -> None:
+    def _upgrade(self, revision: str) -> None:
         engine = self._migration_engine()
         try:
             with engine.begin() as connection:
@@ -132,7 +132,7 @@ class Database:
                     connection.exec_driver_sql(
                         f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"
                     )
-                command.upgrade(alembic_config(connection), "head")
+                command.upgrade(alembic_config(connection), revision)
         finally:
             engine.dispose()
 

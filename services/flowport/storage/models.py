@@ -148,3 +148,19 @@ class NodeRun(SQLModel, table=True):
     inputs: dict[str, Any] | None = Field(default=None, sa_column=_json(nullable=True))
     output: dict[str, Any] | None = Field(default=None, sa_column=_json(nullable=True))
     error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class SessionTurn(SQLModel, table=True):
+    """One turn of a conversation: a run's input and its final output (LinkAI's memory)."""
+
+    __tablename__ = "session_turns"
+    # Turns are read newest first, per account and session.
+    __table_args__ = (sa.Index("ix_session_turns_lookup", "account_id", "session_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id")
+    session_id: str
+    run_id: str = Field(foreign_key="runs.id")
+    user: str = Field(sa_type=sa.Text)
+    assistant: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)

@@ -1,0 +1,97 @@
+"""Run credits spent atomically, and session memory per account with expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from flowport.storage import (
+    Account,
+    Database,
+    SessionTurn,
+    add_turn,
+    create_run,
+    create_workflow,
+    get_account,
+    recent_turns,
+    set_credits,
+    spend_credit,
+)
+
+
+async def test_accounts_are_unlimited_until_credits_are_set(db: Database, account: Account):
+    async with db.session() as session:
+        assert all([await spend_credit(session, account_id=account.id) for _ in range(5)])
+        await set_credits(session, name=account.name, credits=2)
+        spent = [await spend_credit(session, account_id=account.id) for _ in range(3)]
+
+    assert spent == [True, True, False]
+    async with db.session() as session:
+        assert (await get_account(session, account_id=account.id)).credits == 0
+
+
+async def test_concurrent_runs_never_both_spend_the_last_credit(db: Database, account: Account):
+    async with db.session() as session:
+        await set_credits(session, name=account.name, credits=1)
+
+    async def spend() -> bool:
+        async with db.session() as session:
+            return await spend_credit(session, account_id=account.id)
+
+    results = await asyncio.gather(*(spend() for _ in range(10)))
+
+    assert sorted(results) == [False] * 9 + [True]
+
+
+async def _run(session: AsyncSession, account: Account, run_id: str) -> str:
+    workflow = await create_workflow(
+        session, account_id=account.id, name="chat", visibility="private", definition={}
+    )
+    await create_run(
+        session,
+        run_id=run_id,
+        account_id=account.id,
+        key_id=None,
+        workflow_id=workflow.id,
+        version=1,
+        inputs={},
+        session_id="s1",
+    )
+    return run_id
+
+
+async def test_turns_come_back_oldest_first_per_account(
+    session: AsyncSession, account: Account, other_account: Account
+):
+    for number in range(3):
+        run_id = await _run(session, account, f"run_{number}")
+        await add_turn(
+            session,
+            account_id=account.id,
+            session_id="s1",
+            run_id=run_id,
+            user=f"q{number}",
+            assistant=f"a{number}",
+        )
+
+    turns = await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=60)
+
+    assert [(t.user, t.assistant) for t in turns] == [("q0", "a0"), ("q1", "a1"), ("q2", "a2")]
+    # The same session id in another account is another conversation.
+    assert await recent_turns(session, account_id=other_account.id, session_id="s1", ttl_s=60) == []
+
+
+async def test_a_quiet_session_forgets(session: AsyncSession, account: Account):
+    run_id = await _run(session, account, "run_old")
+    await add_turn(
+        session, account_id=account.id, session_id="s1", run_id=run_id, user="q", assistant="a"
+    )
+    turn = (await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=60))[0]
+    turn.created_at -= timedelta(minutes=31)
+    session.add(turn)
+    await session.commit()
+
+    assert await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=1800) == []
+    assert isinstance(turn, SessionTurn)
