@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flowport.errors import PermissionDenied, Unauthenticated
+from flowport.errors import MissingScope, Unauthenticated
 from flowport.storage import Database, find_api_key, touch_api_key
 
 SCOPES = ("admin", "run")
@@ -23,7 +23,7 @@ class Principal:
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise PermissionDenied(f"this API key lacks the {scope} scope")
+            raise MissingScope(f"this API key lacks the {scope} scope")
 
 
 def key_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:

@@ -21,6 +21,7 @@ from flowport.storage import (
     get_or_create_account,
     list_workflows,
     publish_workflow,
+    set_credits,
     update_workflow_draft,
 )
 
@@ -45,6 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     publish.add_argument("file", type=Path, help="the workflow definition")
     publish.add_argument("--account", required=True, help="the owning account; created if missing")
+
+    accounts = commands.add_parser("accounts", help="accounts").add_subparsers(
+        dest="action", required=True
+    )
+    credits = accounts.add_parser(
+        "set-credits", help="give an account N run credits; each run spends one"
+    )
+    credits.add_argument("account", help="the account's name; created if missing")
+    credits.add_argument(
+        "credits", type=_credits, help="a whole number >= 0, or `unlimited` (the default)"
+    )
 
     commands.add_parser("demo", help="publish the demo workflows and print a key to try them")
 
@@ -71,9 +83,31 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{workflow_id} version {version}")
         return 0
+    if args.command == "accounts":
+        asyncio.run(_set_credits(settings, args.account, args.credits))
+        shown = "unlimited" if args.credits is None else args.credits
+        print(f"{args.account}: {shown} run credits")
+        return 0
     if args.command == "demo":
         return asyncio.run(_demo(settings))
     return 2
+
+
+def _credits(text: str) -> int | None:
+    if text == "unlimited":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0 nor `unlimited`")
+    return int(text)
+
+
+async def _set_credits(settings: Settings, account: str, credits: int | None) -> None:
+    db = await _open(settings)
+    try:
+        async with db.session() as session:
+            await set_credits(session, name=account, credits=credits)
+    finally:
+        await db.dispose()
 
 
 def _load_definition(path: Path) -> object:

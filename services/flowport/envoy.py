@@ -21,6 +21,7 @@ ENVOY_DIR = REPO / "envoy"
 TRANSCODED_SERVICES = (
     "flowport.v1.WorkflowRunner",
     "flowport.v1.FlowAi",
+    "flowport.v1.LinkAi",
     "flowport.v1.ApiKeys",
     "flowport.v1.Workflows",
     "flowport.v1.Runs",

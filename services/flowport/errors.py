@@ -74,6 +74,12 @@ class UpstreamFailed(FlowportError):
     http_status = 502
 
 
+class DeadlineExceeded(FlowportError):
+    """A run took longer than its workflow's `timeout_s`."""
+
+    http_status = 504
+
+
 class Unavailable(FlowportError):
     """The service cannot do this now: a provider is not configured, or it is shutting down."""
 

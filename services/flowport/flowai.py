@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowport import jsonbody
 from flowport.engine import (
     NodeFinished,
     NodeStarted,
@@ -16,6 +16,7 @@ from flowport.engine import (
     Token,
 )
 from flowport.errors import FlowportError, InvalidArgument
+from flowport.jsonbody import dumps
 
 BODY_FIELDS = ("input", "stream", "session_id")
 
@@ -29,39 +30,15 @@ class FlowAiRequest:
 
 def parse_request(body: bytes) -> FlowAiRequest:
     """`{"input": {...}, "stream": true, "session_id": "..."}`; every problem is a 400 naming it."""
-    if not body.strip():
-        return FlowAiRequest()
-    try:
-        # JSON on the wire is UTF-8 (RFC 8259); json.loads would guess other encodings.
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidArgument("body: not valid UTF-8") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise InvalidArgument(f"body: not valid JSON ({_short(error)})") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument('body: must be a JSON object such as {"input": {...}}')
-    unknown = sorted(set(data) - set(BODY_FIELDS))
-    if unknown:
-        raise InvalidArgument(f"{unknown[0]}: unknown field (known: {', '.join(BODY_FIELDS)})")
-    raw_input = data.get("input", {})
-    if raw_input is None:
-        raw_input = {}
-    if not isinstance(raw_input, dict):
-        raise InvalidArgument("input: must be a JSON object")
+    data = jsonbody.read_object(body, fields=BODY_FIELDS, example='{"input": {...}}')
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidArgument("stream: must be true or false")
-    session_id = data.get("session_id")
-    if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 128):
-        raise InvalidArgument("session_id: must be a string of at most 128 characters")
-    return FlowAiRequest(input=raw_input, stream=stream, session_id=session_id or None)
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON with readable non-ASCII text, as FlowAI writes it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return FlowAiRequest(
+        input=jsonbody.optional_object(data, "input"),
+        stream=stream,
+        session_id=jsonbody.optional_session_id(data),
+    )
 
 
 def frame(event: str, payload: Any) -> bytes:
@@ -113,7 +90,3 @@ def output_payload(result: RunSucceeded) -> dict[str, Any]:
 
 def error_body(error: FlowportError) -> bytes:
     return dumps({"code": error.http_status, "message": error.message})
-
-
-def _short(error: Exception) -> str:
-    return str(error).split("\n", 1)[0][:200]

@@ -1,37 +1,55 @@
 """Runs a published workflow: check access, validate input, execute, record. One path for all
-surfaces: `Run`, `RunStream` and FlowAI's route all drain the same event stream."""
+surfaces: `Run`, `RunStream`, FlowAI's and LinkAI's routes all drain the same event stream."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowport.auth import Principal
 from flowport.engine import (
     CompiledWorkflow,
+    InputSpec,
     LlmClient,
     NodeFinished,
     RunEvent,
     RunFailed,
     RunSucceeded,
+    Token,
     compile_workflow,
     execute,
     parse_definition,
     validate_inputs,
 )
-from flowport.errors import Cancelled, FlowportError, PermissionDenied
+from flowport.engine.llm import ChatMessage
+from flowport.errors import (
+    Cancelled,
+    ContentBlocked,
+    CreditsExhausted,
+    FlowportError,
+    PermissionDenied,
+)
 from flowport.ids import new_id
+from flowport.policy import ContentPolicy
 from flowport.settings import Settings
 from flowport.storage import (
     Database,
     NodeRunRecord,
+    add_turn,
     create_run,
     finish_run,
     get_published_workflow,
+    recent_turns,
+    spend_credit,
 )
+
+# Maps a surface's raw arguments onto the workflow's declared inputs (LinkAI's `args`).
+InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +57,27 @@ class PreparedRun:
     """A run that passed every check and has its row in the database, ready to execute."""
 
     run_id: str
+    account_id: str
     session_id: str
     workflow: CompiledWorkflow
     inputs: dict[str, Any]
+    # The session's earlier turns as chat messages, for nodes with `memory: true`.
+    history: Sequence[ChatMessage] = field(default_factory=tuple)
 
 
 class RunService:
-    def __init__(self, *, db: Database, llm: LlmClient | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        llm: LlmClient | None,
+        settings: Settings,
+        policy: ContentPolicy | None = None,
+    ) -> None:
         self._db = db
         self._llm = llm
         self._settings = settings
+        self._policy = policy or ContentPolicy([])
         # Published versions never change, so each is parsed and compiled once.
         self._compiled: dict[tuple[str, int], CompiledWorkflow] = {}
 
@@ -59,15 +88,40 @@ class RunService:
         workflow_id: str,
         raw_input: object,
         session_id: str | None,
+        map_input: InputMapper | None = None,
     ) -> PreparedRun:
-        """Everything that can fail before the first event: a failure here is a plain HTTP error."""
+        """Everything that can fail before the first event: a failure here is a plain HTTP error.
+        The checks run in the order LinkAI's error codes imply: scope, workflow, visibility,
+        input, content policy, and only then a credit is spent."""
         principal.require("run")
         async with self._db.session() as session:
             workflow, version = await get_published_workflow(session, workflow_id=workflow_id)
             if workflow.visibility != "public" and workflow.account_id != principal.account_id:
                 raise PermissionDenied(f"workflow {workflow_id} is private to another account")
             compiled = self._compile(workflow.id, version.version, version.definition)
-            inputs = validate_inputs(compiled.in_node.inputs, raw_input)
+            specs = compiled.in_node.inputs
+            if map_input is not None and isinstance(raw_input, dict):
+                raw_input = map_input(specs, raw_input)
+            inputs = validate_inputs(specs, raw_input)
+            self._policy.check_inputs(inputs)
+            if not await spend_credit(session, account_id=principal.account_id):
+                raise CreditsExhausted("this account's run credits are used up")
+            history: Sequence[ChatMessage] = ()
+            if session_id and _uses_memory(compiled):
+                turns = await recent_turns(
+                    session,
+                    account_id=principal.account_id,
+                    session_id=session_id,
+                    ttl_s=self._settings.session_ttl_s,
+                )
+                history = [
+                    message
+                    for turn in turns
+                    for message in (
+                        ChatMessage(role="user", content=turn.user),
+                        ChatMessage(role="assistant", content=turn.assistant),
+                    )
+                ]
             run_id = new_id("run", 20)
             session_id = session_id or new_id("sess", 20)
             # The row exists before the first node starts, so no run is ever unaccounted for.
@@ -81,7 +135,14 @@ class RunService:
                 inputs=inputs,
                 session_id=session_id,
             )
-        return PreparedRun(run_id=run_id, session_id=session_id, workflow=compiled, inputs=inputs)
+        return PreparedRun(
+            run_id=run_id,
+            account_id=principal.account_id,
+            session_id=session_id,
+            workflow=compiled,
+            inputs=inputs,
+            history=history,
+        )
 
     async def events(self, run: PreparedRun) -> AsyncIterator[RunEvent]:
         """The run's events as they happen. The outcome is recorded before the last event is
@@ -90,21 +151,38 @@ class RunService:
         nodes: list[NodeRunRecord] = []
         recorded = False
         started = time.perf_counter()
+        # Each llm node's text so far: a blocked word is caught as soon as it is generated.
+        generated: dict[str, str] = {}
         try:
-            async for event in execute(
-                run.workflow,
-                run_id=run.run_id,
-                inputs=run.inputs,
-                session_id=run.session_id,
-                llm=self._llm,
-                default_model=self._settings.llm_model,
-            ):
-                if isinstance(event, NodeFinished):
-                    nodes.append(_node_record(event))
-                elif isinstance(event, RunSucceeded | RunFailed):
-                    await self._record(run, event, nodes)
-                    recorded = True
-                yield event
+            async with aclosing(
+                execute(
+                    run.workflow,
+                    run_id=run.run_id,
+                    inputs=run.inputs,
+                    session_id=run.session_id,
+                    llm=self._llm,
+                    default_model=self._settings.llm_model,
+                    history=run.history,
+                )
+            ) as stream:
+                async for event in stream:
+                    blocked = self._blocked(event, generated)
+                    if blocked is not None:
+                        event = RunFailed(
+                            run_id=run.run_id,
+                            node_id=blocked.node_id,
+                            error=blocked,
+                            total_time=time.perf_counter() - started,
+                        )
+                    if isinstance(event, NodeFinished):
+                        nodes.append(_node_record(event))
+                    elif isinstance(event, RunSucceeded | RunFailed):
+                        await self._record(run, event, nodes)
+                        recorded = True
+                    yield event
+                    if recorded:
+                        # Leaving the block closes the engine: in-flight nodes are cancelled.
+                        return
         finally:
             if not recorded:
                 cancelled = RunFailed(
@@ -125,7 +203,23 @@ class RunService:
                 raise event.error
         raise FlowportError("the run ended without an outcome")
 
-    def _compile(self, workflow_id: str, version: int, definition: Mapping[str, Any]):
+    def _blocked(self, event: RunEvent, generated: dict[str, str]) -> ContentBlocked | None:
+        if not self._policy.active:
+            return None
+        try:
+            if isinstance(event, Token):
+                text = generated.get(event.node_id, "") + event.content
+                generated[event.node_id] = text
+                self._policy.check_output(text, node_id=event.node_id)
+            elif isinstance(event, RunSucceeded):
+                self._policy.check_output(event.output)
+        except ContentBlocked as error:
+            return error
+        return None
+
+    def _compile(
+        self, workflow_id: str, version: int, definition: Mapping[str, Any]
+    ) -> CompiledWorkflow:
         key = (workflow_id, version)
         compiled = self._compiled.get(key)
         if compiled is None:
@@ -152,6 +246,30 @@ class RunService:
                 total_time=outcome.total_time,
                 node_runs=nodes,
             )
+            if isinstance(outcome, RunSucceeded) and _uses_memory(run.workflow):
+                await add_turn(
+                    session,
+                    account_id=run.account_id,
+                    session_id=run.session_id,
+                    run_id=run.run_id,
+                    user=_turn_text(run.workflow.in_node.inputs, run.inputs),
+                    assistant=outcome.output,
+                )
+
+
+def _uses_memory(workflow: CompiledWorkflow) -> bool:
+    return any(getattr(node, "memory", False) for node in workflow.nodes.values())
+
+
+def _turn_text(specs: Sequence[InputSpec], inputs: Mapping[str, Any]) -> str:
+    """What the user said in a run: LinkAI's input_text, else the first text input, else
+    every input as JSON."""
+    if isinstance(inputs.get("input_text"), str):
+        return inputs["input_text"]
+    for spec in specs:
+        if spec.type == "text" and isinstance(inputs.get(spec.name), str):
+            return inputs[spec.name]
+    return json.dumps(dict(inputs), ensure_ascii=False)
 
 
 def _node_record(event: NodeFinished) -> NodeRunRecord:

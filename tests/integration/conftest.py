@@ -11,6 +11,9 @@ from tests.fakes.fake_llm import FakeLlm
 from tests.integration.client import Api
 from tests.integration.stack import Stack
 
+# The session stack's content policy: inputs or outputs holding these are refused with 409.
+BLOCKED_WORDS = ("forbiddenword", "禁词")
+
 
 @pytest.fixture(scope="session")
 def fake_llm_server() -> Iterator[FakeLlm]:
@@ -31,10 +34,13 @@ def fake_llm(fake_llm_server: FakeLlm) -> Iterator[FakeLlm]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("stack")
+    policy = data_dir / "blocked-words.txt"
+    policy.write_text("\n".join(BLOCKED_WORDS) + "\n", encoding="utf-8")
     stack = Stack(
         data_dir=data_dir,
         database_url=f"sqlite:///{data_dir / 'flowport.db'}",
         llm_base_url=fake_llm_server.base_url,
+        extra_env={"FLOWPORT_CONTENT_POLICY": str(policy)},
     )
     stack.start()
     yield stack

@@ -102,6 +102,17 @@ class Stack:
             self.process.kill()
             return self.process.wait()
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`flowport ARGS...` against this stack's database, as a user would type it."""
+        return subprocess.run(
+            [str(FLOWPORT), *args],
+            env=self.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     def log(self) -> str:
         parts = []
         for name in ("serve.log", "envoy.log"):

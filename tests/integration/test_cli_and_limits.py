@@ -11,22 +11,11 @@ import yaml
 from flowport.demo import BMI
 from flowport.ids import random_token
 from tests.integration.client import Api
-from tests.integration.stack import FLOWPORT, REPO, Stack
-
-
-def _flowport(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(FLOWPORT), *args],
-        env=stack.env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.integration.stack import Stack
 
 
 def test_keys_create_prints_a_working_admin_key(stack: Stack) -> None:
-    result = _flowport(stack, "keys", "create", "--admin", "--account", "cli-user")
+    result = stack.cli("keys", "create", "--admin", "--account", "cli-user")
 
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
@@ -37,7 +26,7 @@ def test_keys_create_prints_a_working_admin_key(stack: Stack) -> None:
 
 
 def test_demo_prints_a_curl_line_that_works_as_printed(stack: Stack) -> None:
-    result = _flowport(stack, "demo")
+    result = stack.cli("demo")
 
     assert result.returncode == 0, result.stderr
     curl_lines = [
@@ -52,8 +41,8 @@ def test_demo_prints_a_curl_line_that_works_as_printed(stack: Stack) -> None:
 
 
 def test_demo_twice_reuses_the_workflows(stack: Stack) -> None:
-    first = _flowport(stack, "demo").stderr
-    second = _flowport(stack, "demo").stderr
+    first = stack.cli("demo").stderr
+    second = stack.cli("demo").stderr
 
     ids = re.compile(r"/run/(wf_\w+)")
     assert ids.findall(first) == ids.findall(second)
@@ -74,8 +63,8 @@ def test_workflows_publish_reads_yaml_and_makes_new_versions(stack: Stack, tmp_p
     definition.write_text(yaml.safe_dump(BMI, allow_unicode=True), encoding="utf-8")
     account = f"yaml-{random_token(6)}"
 
-    first = _flowport(stack, "workflows", "publish", str(definition), "--account", account)
-    second = _flowport(stack, "workflows", "publish", str(definition), "--account", account)
+    first = stack.cli("workflows", "publish", str(definition), "--account", account)
+    second = stack.cli("workflows", "publish", str(definition), "--account", account)
 
     assert first.returncode == 0, first.stderr
     workflow_id, _, version = first.stdout.split()
@@ -91,7 +80,7 @@ def test_workflows_publish_names_what_is_wrong(stack: Stack, tmp_path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"name": "x", "nodes": [{"id": "a", "type": "magic"}]}')
 
-    result = _flowport(stack, "workflows", "publish", str(broken), "--account", "someone")
+    result = stack.cli("workflows", "publish", str(broken), "--account", "someone")
 
     assert result.returncode == 1
     assert "unknown node type 'magic'" in result.stderr

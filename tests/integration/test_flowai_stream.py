@@ -52,7 +52,8 @@ def test_frames_match_flowai_documentation(api: Api, fake_llm: FakeLlm) -> None:
     )
     event, output = frames[12]
     assert event == "output"
-    assert list(output) == ["output", "total_time", "run_id"]
+    # FlowAI's documented fields first; Flowport's `usage` (issue 4) may follow them.
+    assert list(output)[:3] == ["output", "total_time", "run_id"]
     assert output["output"] == "嗯,在呢。"
     assert len(frames) == 13
 

@@ -16,10 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from flowport.auth import Authenticator
 from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, write_config
+from flowport.policy import ContentPolicy
+from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.server.context import Services
 from flowport.server.flowai import FlowAiServicer
 from flowport.server.keys import ApiKeysServicer
+from flowport.server.linkai import LinkAiServicer
 from flowport.server.runner import WorkflowRunnerServicer
 from flowport.server.runs import RunsServicer
 from flowport.server.workflows import WorkflowsServicer
@@ -30,6 +33,8 @@ from flowport.v1 import (
     flowai_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    linkai_pb2,
+    linkai_pb2_grpc,
     runner_pb2,
     runner_pb2_grpc,
     runs_pb2,
@@ -45,6 +50,7 @@ SERVICE_NAMES = tuple(
     for module, name in (
         (runner_pb2, "WorkflowRunner"),
         (flowai_pb2, "FlowAi"),
+        (linkai_pb2, "LinkAi"),
         (keys_pb2, "ApiKeys"),
         (workflows_pb2, "Workflows"),
         (runs_pb2, "Runs"),
@@ -86,7 +92,13 @@ async def create_server(settings: Settings, *, port: int | None = None) -> Flowp
         settings=settings,
         db=db,
         auth=Authenticator(db),
-        runs=RunService(db=db, llm=llm, settings=settings),
+        limiter=RateLimiter(settings),
+        runs=RunService(
+            db=db,
+            llm=llm,
+            settings=settings,
+            policy=ContentPolicy.from_file(settings.content_policy),
+        ),
     )
     server = grpc.aio.server(
         options=[
@@ -96,6 +108,7 @@ async def create_server(settings: Settings, *, port: int | None = None) -> Flowp
     )
     runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), server)
     flowai_pb2_grpc.add_FlowAiServicer_to_server(FlowAiServicer(services), server)
+    linkai_pb2_grpc.add_LinkAiServicer_to_server(LinkAiServicer(services), server)
     keys_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(services), server)
     workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(services), server)
     runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), server)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from flowport.auth import Authenticator, Principal, key_from_metadata
+from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.settings import Settings
 from flowport.storage import Database
@@ -19,7 +20,12 @@ class Services:
     settings: Settings
     db: Database
     auth: Authenticator
+    limiter: RateLimiter
     runs: RunService
 
     async def caller(self, context: grpc.aio.ServicerContext) -> Principal:
-        return await self.auth.authenticate(key_from_metadata(context.invocation_metadata() or ()))
+        """The authenticated key behind a call, once it is within its rate limit."""
+        metadata = context.invocation_metadata() or ()
+        principal = await self.auth.authenticate(key_from_metadata(metadata))
+        await self.limiter.check(principal.key_id)
+        return principal

@@ -8,9 +8,8 @@ import grpc
 from google.api import httpbody_pb2
 
 from flowport import flowai
-from flowport.errors import FlowportError
 from flowport.server.context import Services
-from flowport.server.status import internal
+from flowport.server.status import as_flowport_error, error_headers
 from flowport.v1 import flowai_pb2, flowai_pb2_grpc
 
 JSON = "application/json"
@@ -39,12 +38,13 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                 session_id=body.session_id,
             )
         except Exception as error:
+            # Any failure before the run starts is a plain HTTP answer, never a broken stream.
             yield await _http_error(context, error)
             return
 
-        # The run's id as a header too: a streaming client can look its run up even if it
-        # never reads the final frame.
-        run_header = (("x-run-id", run.run_id),)
+        # The run's and session's ids as headers too: a streaming client can look its run up
+        # even if it never reads the final frame, and continue the session.
+        run_header = (("x-run-id", run.run_id), ("x-session-id", run.session_id))
         if not body.stream:
             try:
                 result = await runs.run_to_end(run)
@@ -65,18 +65,17 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                     yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
         except Exception as error:
             # After the first byte the HTTP status cannot change: the error is a frame.
-            yield httpbody_pb2.HttpBody(content_type=SSE, data=flowai.error_frame(_known(error)))
+            yield httpbody_pb2.HttpBody(
+                content_type=SSE, data=flowai.error_frame(as_flowport_error(error))
+            )
 
 
 async def _http_error(
     context: grpc.aio.ServicerContext, error: Exception, headers: Metadata = ()
 ) -> httpbody_pb2.HttpBody:
     """A failure before the stream began: a plain HTTP error with the documented body."""
-    known = _known(error)
+    known = as_flowport_error(error)
     # Envoy's Lua filter turns this header into the response's status.
-    await context.send_initial_metadata((("x-http-status", str(known.http_status)), *headers))
+    status = (("x-http-status", str(known.http_status)),)
+    await context.send_initial_metadata(status + error_headers(known) + headers)
     return httpbody_pb2.HttpBody(content_type=JSON, data=flowai.error_body(known))
-
-
-def _known(error: Exception) -> FlowportError:
-    return error if isinstance(error, FlowportError) else internal(error)

@@ -26,6 +26,10 @@ GRPC_CODES: dict[type[errors.FlowportError], grpc.StatusCode] = {
     errors.UpstreamFailed: grpc.StatusCode.UNAVAILABLE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
+    # Quota, as gRPC defines RESOURCE_EXHAUSTED; FlowAI's route answers 402, LinkAI's 406.
+    errors.CreditsExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # ABORTED is the code Envoy answers 409 for, the status both REST surfaces use.
+    errors.ContentBlocked: grpc.StatusCode.ABORTED,
 }
 
 # The HTTP status Envoy's transcoder answers for each gRPC code (its fixed table).
@@ -69,16 +73,28 @@ def error_json(status: int, message: str) -> bytes:
     return json.dumps({"code": status, "message": message}, ensure_ascii=False).encode()
 
 
+def error_headers(error: errors.FlowportError) -> tuple[tuple[str, str], ...]:
+    """Headers an error answer carries besides its body: `retry-after` when rate limited."""
+    if isinstance(error, errors.ResourceExhausted):
+        return (("retry-after", str(error.retry_after_s)),)
+    return ()
+
+
 async def abort(context: grpc.aio.ServicerContext, error: errors.FlowportError) -> NoReturn:
     code = grpc_code(error)
-    trailing: tuple[tuple[str, bytes], ...] = ()
+    trailing: tuple[tuple[str, str | bytes], ...] = error_headers(error)
     if is_rest(context):
         # Envoy prints this Status as the body: `code` is the HTTP status REST clients see,
         # as API.md's error body asks. Native gRPC clients get the plain status instead.
         detail = status_pb2.Status(code=ENVOY_HTTP_STATUS.get(code, 500), message=error.message)
-        trailing = (("grpc-status-details-bin", detail.SerializeToString()),)
+        trailing += (("grpc-status-details-bin", detail.SerializeToString()),)
     await context.abort(code, error.message, trailing_metadata=trailing)
     raise AssertionError("unreachable: abort raises")
+
+
+def as_flowport_error(error: Exception) -> errors.FlowportError:
+    """Domain errors as they are; anything else becomes a logged, message-free 500."""
+    return error if isinstance(error, errors.FlowportError) else internal(error)
 
 
 def internal(error: BaseException) -> errors.FlowportError:
@@ -105,6 +121,7 @@ def translate_errors(handler: Handler) -> Handler:
             except errors.FlowportError as error:
                 await abort(context, error)
             except Exception as error:
+                # The boundary: an unexpected error reaches the client without its internals.
                 await abort(context, internal(error))
 
         return stream  # type: ignore[return-value]
@@ -116,6 +133,7 @@ def translate_errors(handler: Handler) -> Handler:
         except errors.FlowportError as error:
             await abort(context, error)
         except Exception as error:
+            # The boundary: an unexpected error reaches the client without its internals.
             await abort(context, internal(error))
 
     return unary  # type: ignore[return-value]

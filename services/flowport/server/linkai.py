@@ -1,0 +1,51 @@
+"""LinkAi: LinkAI's run route, its envelope and status codes written through Envoy."""
+
+from __future__ import annotations
+
+import grpc
+from google.api import httpbody_pb2
+
+from flowport import linkai
+from flowport.server.context import Services
+from flowport.server.status import as_flowport_error, error_headers
+from flowport.v1 import linkai_pb2, linkai_pb2_grpc
+
+JSON = "application/json"
+
+
+class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def RunApp(
+        self, request: linkai_pb2.RunAppRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        runs = self._services.runs
+        try:
+            body = linkai.parse_request(request.body.data)
+            caller = await self._services.caller(context)
+            run = await runs.prepare(
+                caller,
+                workflow_id=body.app_code,
+                raw_input=body.args,
+                session_id=body.session_id,
+                map_input=linkai.map_args,
+            )
+            result = await runs.run_to_end(run)
+        except Exception as error:
+            # Every failure, expected or not, is answered in LinkAI's envelope.
+            known = as_flowport_error(error)
+            code = linkai.status_code(known)
+            # Envoy's Lua filter turns this header into the response's status.
+            await context.send_initial_metadata(
+                (("x-http-status", str(code)), *error_headers(known))
+            )
+            return httpbody_pb2.HttpBody(
+                content_type=JSON, data=linkai.error_body(code, known.message)
+            )
+        return httpbody_pb2.HttpBody(
+            content_type=JSON,
+            data=linkai.success_body(
+                output_text=result.output, session_id=run.session_id, run_id=result.run_id
+            ),
+        )
