@@ -11,6 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowport import url_inputs
 from flowport.auth import Principal
 from flowport.engine import (
     CompiledWorkflow,
@@ -35,6 +36,7 @@ from flowport.errors import (
     PermissionDenied,
 )
 from flowport.ids import new_id
+from flowport.outbound import FetchPolicy
 from flowport.policy import ContentPolicy
 from flowport.settings import Settings
 from flowport.storage import (
@@ -47,6 +49,7 @@ from flowport.storage import (
     recent_turns,
     spend_credit,
 )
+from flowport.url_inputs import FetchedFile
 
 # Maps a surface's raw arguments onto the workflow's declared inputs (LinkAI's `args`).
 InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
@@ -78,6 +81,7 @@ class RunService:
         self._llm = llm
         self._settings = settings
         self._policy = policy or ContentPolicy([])
+        self._fetch = FetchPolicy.from_settings(settings)
         # Published versions never change, so each is parsed and compiled once.
         self._compiled: dict[tuple[str, int], CompiledWorkflow] = {}
 
@@ -96,14 +100,20 @@ class RunService:
         principal.require("run")
         async with self._db.session() as session:
             workflow, version = await get_published_workflow(session, workflow_id=workflow_id)
-            if workflow.visibility != "public" and workflow.account_id != principal.account_id:
-                raise PermissionDenied(f"workflow {workflow_id} is private to another account")
-            compiled = self._compile(workflow.id, version.version, version.definition)
-            specs = compiled.in_node.inputs
-            if map_input is not None and isinstance(raw_input, dict):
-                raw_input = map_input(specs, raw_input)
-            inputs = validate_inputs(specs, raw_input)
-            self._policy.check_inputs(inputs)
+        if workflow.visibility != "public" and workflow.account_id != principal.account_id:
+            raise PermissionDenied(f"workflow {workflow_id} is private to another account")
+        compiled = self._compile(workflow.id, version.version, version.definition)
+        specs = compiled.in_node.inputs
+        if map_input is not None and isinstance(raw_input, dict):
+            raw_input = map_input(specs, raw_input)
+        inputs = validate_inputs(specs, raw_input)
+        self._policy.check_inputs(inputs)
+        # Outside any database session: a slow file server must not hold a connection.
+        inputs = await url_inputs.resolve(specs, inputs, self._fetch)
+        self._policy.check_inputs(
+            {name: value.text for name, value in inputs.items() if isinstance(value, FetchedFile)}
+        )
+        async with self._db.session() as session:
             if not await spend_credit(session, account_id=principal.account_id):
                 raise CreditsExhausted("this account's run credits are used up")
             history: Sequence[ChatMessage] = ()

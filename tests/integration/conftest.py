@@ -7,12 +7,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.fake_http import FakeHttp
 from tests.fakes.fake_llm import FakeLlm
 from tests.integration.client import Api
 from tests.integration.stack import Stack
 
 # The session stack's content policy: inputs or outputs holding these are refused with 409.
 BLOCKED_WORDS = ("forbiddenword", "禁词")
+FETCH_MAX_BYTES = 100_000
+
+
+@pytest.fixture(scope="session")
+def fake_http_server() -> Iterator[FakeHttp]:
+    server = FakeHttp()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_http(fake_http_server: FakeHttp) -> Iterator[FakeHttp]:
+    fake_http_server.reset()
+    yield fake_http_server
+    fake_http_server.release()
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +57,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) ->
         data_dir=data_dir,
         database_url=f"sqlite:///{data_dir / 'flowport.db'}",
         llm_base_url=fake_llm_server.base_url,
-        extra_env={"FLOWPORT_CONTENT_POLICY": str(policy)},
+        extra_env={
+            "FLOWPORT_CONTENT_POLICY": str(policy),
+            # The fake file server is on loopback; every other private address stays refused.
+            "FLOWPORT_FETCH_ALLOW": "127.0.0.1",
+            "FLOWPORT_FETCH_TIMEOUT_S": "2",
+            "FLOWPORT_FETCH_MAX_BYTES": str(FETCH_MAX_BYTES),
+        },
     )
     stack.start()
     yield stack
