@@ -1,0 +1,156 @@
+"""The bench's arithmetic: wrk's report parsed, percentiles, medians and ratios."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.bench import wrk
+from tests.bench.stats import median, percentile, ratio
+
+# Real wrk 4.1 output (Debian's package), one thread, 32 connections, through Envoy.
+WRK_OK = """\
+Running 2s test @ http://127.0.0.1:38973/v1/api/workflow/run/ceiling
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    19.95ms    9.33ms  63.37ms   76.99%
+    Req/Sec     1.64k   420.17     2.63k    71.43%
+  Latency Distribution
+     50%   18.33ms
+     75%   23.14ms
+     90%   33.45ms
+     99%   54.03ms
+  3428 requests in 2.10s, 0.88MB read
+Requests/sec:   1630.01
+Transfer/sec:    430.81KB
+"""
+
+WRK_ERRORS = """\
+Running 5s test @ http://127.0.0.1:8080/v1/api/workflow/run/wf_1
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   812.00us  100.00us   1.20s    90.00%
+    Req/Sec   100.00     10.00   120.00     70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    1.50ms
+     90%  250.00ms
+     99%    1.20s
+  501 requests in 5.00s, 120.00KB read
+  Socket errors: connect 1, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 40
+Requests/sec:    100.20
+Transfer/sec:     24.00KB
+"""
+
+# What wrk prints when no request finished in time: zeros that are no latency at all.
+WRK_NOTHING = """\
+Running 1s test @ http://127.0.0.1:18999/
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     0.00us    0.00us   0.00us    -nan%
+    Req/Sec     0.00      0.00     0.00      -nan%
+  Latency Distribution
+     50%    0.00us
+     75%    0.00us
+     90%    0.00us
+     99%    0.00us
+  0 requests in 1.00s, 0.00B read
+Requests/sec:      0.00
+Transfer/sec:       0.00B
+"""
+
+
+def test_wrk_report_gives_throughput_and_percentiles() -> None:
+    result = wrk.parse_output(WRK_OK)
+    assert result.requests == 3428
+    assert result.duration_s == pytest.approx(2.10)
+    assert result.requests_per_s == pytest.approx(1630.01)
+    assert result.p50_s == pytest.approx(0.01833)
+    assert result.p99_s == pytest.approx(0.05403)
+    assert result.latency_s[75.0] == pytest.approx(0.02314)
+    assert result.errors == 0
+
+
+def test_wrk_report_counts_socket_errors_and_bad_statuses() -> None:
+    result = wrk.parse_output(WRK_ERRORS)
+    assert result.socket_errors == 6
+    assert result.non_2xx == 40
+    assert result.errors == 46
+    assert result.p50_s == pytest.approx(812e-6)
+    assert result.latency_s[90.0] == pytest.approx(0.25)
+    assert result.p99_s == pytest.approx(1.2)
+
+
+def test_wrk_report_without_requests_has_no_latency() -> None:
+    result = wrk.parse_output(WRK_NOTHING)
+    assert result.requests == 0
+    assert result.requests_per_s == 0
+    assert math.isnan(result.p50_s)
+    assert math.isnan(result.p99_s)
+
+
+def test_wrk_report_without_latency_distribution_is_refused() -> None:
+    without = "\n".join(
+        line for line in WRK_OK.splitlines() if "%" not in line or "Latency " in line
+    )
+    with pytest.raises(ValueError, match="--latency"):
+        wrk.parse_output(without)
+    with pytest.raises(ValueError, match="no totals"):
+        wrk.parse_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("812.00us", 812e-6), ("6.45ms", 6.45e-3), ("1.02s", 1.02), ("1.50m", 90.0), ("2.00h", 7200)],
+)
+def test_wrk_durations(text: str, seconds: float) -> None:
+    assert wrk.parse_duration(text) == pytest.approx(seconds)
+
+
+def test_wrk_duration_refuses_what_it_does_not_know() -> None:
+    with pytest.raises(ValueError):
+        wrk.parse_duration("12 ms")
+
+
+def test_post_script_is_lua_with_quotes_escaped() -> None:
+    script = wrk.post_script('{"input":{"a":"b\\\\c"}}', {"X-API-KEY": "fp_abc"})
+    assert script == (
+        'wrk.method = "POST"\n'
+        'wrk.body = "{\\"input\\":{\\"a\\":\\"b\\\\\\\\c\\"}}"\n'
+        'wrk.headers["X-API-KEY"] = "fp_abc"\n'
+    )
+    with pytest.raises(ValueError):
+        wrk.lua_string("身高")
+    with pytest.raises(ValueError):
+        wrk.lua_string("two\nlines")
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([4, 1, 3, 2], 0) == 1
+    assert percentile([4, 1, 3, 2], 100) == 4
+    assert percentile(list(range(101)), 99) == 99
+    assert percentile([10, 20], 99) == pytest.approx(19.9)
+    assert percentile([7], 99) == 7
+
+
+def test_percentile_refuses_nothing_and_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1], 101)
+
+
+def test_median_leaves_out_unknown_runs() -> None:
+    assert median([3, 1, 2]) == 2
+    assert median([1, math.nan, 3]) == 2
+    assert math.isnan(median([math.nan]))
+    assert math.isnan(median([]))
+
+
+def test_ratio_is_unknown_without_a_denominator() -> None:
+    assert ratio(50, 200) == 0.25
+    assert math.isnan(ratio(50, 0))
+    assert math.isnan(ratio(math.nan, 10))
