@@ -1,0 +1,202 @@
+"""What the bench measures: Flowport (`flowport serve` via the integration tests' Stack) and the
+ceiling (an empty grpc.aio handler behind the same Envoy config), each on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from flowport.demo import seed
+from flowport.envoy import EnvoyProcess, write_config
+from flowport.settings import Settings
+from flowport.storage import Database
+from tests.bench import procs
+from tests.integration.stack import FLOWPORT, REPO, Stack, free_port
+
+BMI_INPUT = {"height": 1.8, "weight": 75}
+BMI_OUTPUT = "您的BMI值是23.15"
+# The bench measures the run path, not the per-key limiter: one key sends all the load.
+UNLIMITED_ENV = {"FLOWPORT_RATE_LIMIT_PER_KEY": "1000000000"}
+
+
+def run_path(workflow_id: str) -> str:
+    return f"/v1/api/workflow/run/{workflow_id}"
+
+
+def serve_supports_workers() -> bool:
+    help_text = subprocess.run(
+        [str(FLOWPORT), "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    return "--workers" in help_text
+
+
+@dataclass
+class ServeStack(Stack):
+    """The integration tests' Stack, started as `flowport serve --workers N` when N > 1.
+    Stack itself has no way to pass arguments to `flowport serve` yet."""
+
+    workers: int = 1
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        if self.workers == 1:
+            super().start(timeout_s)
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "serve.log").open("ab")
+        command = [str(FLOWPORT), "serve", "--workers", str(self.workers)]
+        self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=log, cwd=REPO)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"flowport serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/v1/keys", timeout=1).status_code == 401:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"flowport serve did not become ready:\n{self.log()}")
+
+
+class Flowport:
+    """`flowport serve` with the demo workflows published and a key to run them."""
+
+    def __init__(self, data_dir: Path, *, llm_base_url: str | None, workers: int = 1) -> None:
+        self.stack = ServeStack(
+            data_dir=data_dir,
+            database_url=f"sqlite:///{data_dir / 'flowport.db'}",
+            llm_base_url=llm_base_url,
+            extra_env=dict(UNLIMITED_ENV),
+            workers=workers,
+        )
+        self.key = ""
+        self.workflow_ids: dict[str, str] = {}
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def grpc_target(self) -> str:
+        return self.stack.grpc_target
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-KEY": self.key}
+
+    @property
+    def bmi_path(self) -> str:
+        return run_path(self.workflow_ids["BMI"])
+
+    @property
+    def chat_path(self) -> str:
+        return run_path(self.workflow_ids["Chat"])
+
+    def processes(self) -> dict[str, list[int]]:
+        assert self.stack.process is not None
+        return procs.serve_processes(self.stack.process.pid)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.stack.start)
+        db = Database.connect(self.stack.database_url)
+        try:
+            self.key, self.workflow_ids = await seed(db)
+        finally:
+            await db.dispose()
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
+            answer = await client.post(
+                self.bmi_path, json={"input": BMI_INPUT}, headers=self.headers
+            )
+        if answer.status_code != 200 or answer.json().get("output") != BMI_OUTPUT:
+            raise RuntimeError(f"the BMI workflow does not answer right: {answer.text}")
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stack.stop)
+
+    def log(self) -> str:
+        return self.stack.log()
+
+
+class Ceiling:
+    """tests/bench/ceiling.py in a process of its own, behind a second Envoy rendered from
+    Flowport's template (same transcoder, Lua and buffer filters, same routes)."""
+
+    path = run_path("ceiling")
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.admin_port = free_port()
+        self._server: asyncio.subprocess.Process | None = None
+        self._envoy: EnvoyProcess | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "ceiling.log").open("ab") as log:
+            self._server = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.bench.ceiling",
+                "--port",
+                str(self.grpc_port),
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+            )
+        settings = Settings(
+            host="127.0.0.1",
+            http_port=self.http_port,
+            admin_port=self.admin_port,
+            grpc_port=self.grpc_port,
+            data_dir=self.data_dir,
+            # Envoy's shared memory is keyed by base id: never the stack's.
+            envoy_base_id=self.admin_port,
+        )
+        config = await asyncio.to_thread(write_config, settings, grpc_ports=[self.grpc_port])
+        self._envoy = EnvoyProcess(
+            config, base_id=settings.envoy_base_id, log_path=self.data_dir / "envoy.log"
+        )
+        await self._envoy.start()
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=1) as client:
+            while time.monotonic() < deadline:
+                if self._server.returncode is not None or self._envoy.returncode is not None:
+                    raise RuntimeError(f"the ceiling exited early:\n{self.log()}")
+                try:
+                    answer = await client.post(self.path, json={"input": BMI_INPUT})
+                    if answer.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"the ceiling did not become ready:\n{self.log()}")
+
+    async def stop(self) -> None:
+        if self._envoy is not None:
+            await self._envoy.stop()
+        if self._server is not None and self._server.returncode is None:
+            self._server.terminate()
+            await self._server.wait()
+
+    def log(self) -> str:
+        parts = []
+        for name in ("ceiling.log", "envoy.log"):
+            path = self.data_dir / name
+            if path.exists():
+                parts.append(f"--- {name}\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
