@@ -8,6 +8,7 @@ import pytest
 
 from tests.bench import wrk
 from tests.bench.stats import median, percentile, ratio
+from tests.bench.streams import Stream, numbered_tokens, token_latencies
 
 # Real wrk 4.1 output (Debian's package), one thread, 32 connections, through Envoy.
 WRK_OK = """\
@@ -154,3 +155,17 @@ def test_ratio_is_unknown_without_a_denominator() -> None:
     assert ratio(50, 200) == 0.25
     assert math.isnan(ratio(50, 0))
     assert math.isnan(ratio(math.nan, 10))
+
+
+def test_token_latency_maps_joined_frames_to_each_token() -> None:
+    tokens = numbered_tokens(3)
+    assert tokens == ["t0;", "t1;", "t2;"]
+    written = [100.0, 100.5, 101.0]
+    # The service may join tokens: the second frame carries two.
+    stream = Stream(sent=99.0, frames=[(100.25, "t0;"), (101.5, "t1;t2;")])
+    assert token_latencies(stream, written) == [0.25, 1.0, 0.5]
+    assert stream.first_stream_s == 1.25
+    with pytest.raises(RuntimeError, match="2 of 3"):
+        token_latencies(Stream(sent=99.0, frames=[(100.25, "t0;t1;")]), written)
+    with pytest.raises(RuntimeError, match="twice"):
+        token_latencies(Stream(sent=99.0, frames=[(100.25, "t0;t0;")]), written)

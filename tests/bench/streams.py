@@ -1,0 +1,287 @@
+"""Streamed chat runs against the fake LLM: how fast tokens are relayed, and 1,000 at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import resource
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from tests.bench.config import BenchConfig
+from tests.bench.procs import PeakRss
+from tests.bench.stats import median, percentile
+
+if TYPE_CHECKING:  # the unit tests import this module without the service's packages
+    from tests.bench.targets import Flowport
+    from tests.fakes.fake_llm import FakeLlm
+
+CHAT_INPUT = {"输入": "bench"}
+# Each token names its index, so a relayed frame maps back to the fake's write time even if
+# the service joins several tokens into one frame.
+TOKEN = re.compile(r"t(\d+);")
+
+
+def numbered_tokens(count: int) -> list[str]:
+    return [f"t{i};" for i in range(count)]
+
+
+@dataclass
+class Stream:
+    """One streamed run, as the client saw it; `error` is None if it was all right."""
+
+    sent: float  # time.time() when the request went out
+    error: str | None = None
+    output: str | None = None
+    # (time.time() on receipt, Content) of every `stream` frame.
+    frames: list[tuple[float, str]] = field(default_factory=list)
+    finished: float = 0.0
+
+    @property
+    def first_stream_s(self) -> float:
+        return self.frames[0][0] - self.sent
+
+
+async def stream_run(client: httpx.AsyncClient, flowport: Flowport, expected: str) -> Stream:
+    body = {"input": CHAT_INPUT, "stream": True}
+    result = Stream(sent=time.time())
+    try:
+        async with aconnect_sse(
+            client, "POST", flowport.chat_path, json=body, headers=flowport.headers
+        ) as source:
+            if source.response.status_code != 200:
+                await source.response.aread()
+                result.error = f"HTTP {source.response.status_code}"
+                return result
+            async for sse in source.aiter_sse():
+                if sse.event == "stream":
+                    result.frames.append((time.time(), json.loads(sse.data)["Content"]))
+                elif sse.event == "output":
+                    result.output = json.loads(sse.data)["output"]
+                elif sse.event == "error":
+                    result.error = f"error frame: {json.loads(sse.data).get('message')}"
+    except (httpx.HTTPError, SSEError, ValueError, KeyError) as error:
+        # Counted, not raised: one broken stream among a thousand is a figure, not a crash.
+        result.error = f"{type(error).__name__}: {error}"
+    result.finished = time.time()
+    if result.error is None:
+        streamed = "".join(content for _, content in result.frames)
+        if result.output != expected or streamed != expected:
+            result.error = "wrong output"
+    return result
+
+
+# -- relay -----------------------------------------------------------------------------
+
+
+@dataclass
+class RelayResult:
+    tokens_per_stream: int
+    streams: int = 0
+    first_stream_s: list[float] = field(default_factory=list)  # one per good stream
+    token_latency_s: list[float] = field(default_factory=list)  # one per token of those
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tokens_per_stream": self.tokens_per_stream,
+            "streams": self.streams,
+            "errors": dict(self.errors),
+            "first_stream_ms": _ms_summary(self.first_stream_s),
+            "added_latency_per_token_ms": _ms_summary(self.token_latency_s),
+        }
+
+
+def token_latencies(stream: Stream, written: list[float]) -> list[float]:
+    """For every token, when the client got it minus when the fake wrote it (time.time() on
+    the same machine); raises unless each of the fake's tokens arrived exactly once."""
+    latencies: dict[int, float] = {}
+    for received, content in stream.frames:
+        for match in TOKEN.finditer(content):
+            index = int(match[1])
+            if index in latencies:
+                raise RuntimeError(f"token {index} arrived twice")
+            latencies[index] = received - written[index]
+    if sorted(latencies) != list(range(len(written))):
+        raise RuntimeError(f"{len(latencies)} of {len(written)} tokens arrived")
+    return [latencies[i] for i in range(len(written))]
+
+
+async def relay(config: BenchConfig, flowport: Flowport, fake: FakeLlm) -> RelayResult:
+    """Streams run one after another, each alone on the machine."""
+    tokens = numbered_tokens(config.relay_tokens)
+    expected = "".join(tokens)
+    result = RelayResult(config.relay_tokens)
+    async with httpx.AsyncClient(base_url=flowport.base_url, timeout=60) as client:
+        for index in range(1 + config.runs * config.relay_streams):
+            fake.reset()
+            fake.set_reply(tokens)
+            stream = await stream_run(client, flowport, expected)
+            if index == 0:
+                continue  # warm-up: the first stream opens the service's LLM connection
+            result.streams += 1
+            if stream.error is not None:
+                result.errors[stream.error] += 1
+                continue
+            result.first_stream_s.append(stream.first_stream_s)
+            result.token_latency_s += token_latencies(stream, fake.token_times)
+    fake.reset()
+    return result
+
+
+# -- concurrent streams ----------------------------------------------------------------
+
+
+@dataclass
+class ConcurrentRun:
+    streams: int
+    wall_s: float
+    errors: Counter[str]
+    durations_s: list[float]  # request to last byte, streams that succeeded
+    first_stream_s: list[float]
+    rss_before: dict[str, int]
+    rss_peak: dict[str, int]
+
+    @property
+    def ok(self) -> int:
+        return self.streams - sum(self.errors.values())
+
+
+@dataclass
+class ConcurrentResult:
+    streams: int
+    tokens: int
+    token_gap_s: float
+    runs: list[ConcurrentRun] = field(default_factory=list)
+    budget_cut: bool = False  # fewer runs than asked: the step's time budget was used up
+
+    @property
+    def errors(self) -> Counter[str]:
+        return sum((run.errors for run in self.runs), Counter())
+
+    @property
+    def wall_s(self) -> float:
+        return median([run.wall_s for run in self.runs])
+
+    def peak_rss(self, group: str) -> float:
+        return median([run.rss_peak.get(group, 0) for run in self.runs])
+
+    def rss_before(self, group: str) -> float:
+        return median([run.rss_before.get(group, 0) for run in self.runs])
+
+    def duration_s(self, q: float) -> float:
+        return median([percentile(run.durations_s, q) for run in self.runs if run.durations_s])
+
+    def first_stream_s(self, q: float) -> float:
+        return median([percentile(r.first_stream_s, q) for r in self.runs if r.first_stream_s])
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "streams": self.streams,
+            "tokens": self.tokens,
+            "token_gap_ms": self.token_gap_s * 1e3,
+            "ok": sum(run.ok for run in self.runs),
+            "attempted": self.streams * len(self.runs),
+            "runs_done": len(self.runs),
+            "budget_cut": self.budget_cut,
+            "errors": dict(self.errors),
+            "wall_s": self.wall_s,
+            "stream_duration_ms": {
+                "p50": self.duration_s(50) * 1e3,
+                "p99": self.duration_s(99) * 1e3,
+            },
+            "first_stream_ms": {
+                "p50": self.first_stream_s(50) * 1e3,
+                "p99": self.first_stream_s(99) * 1e3,
+            },
+            "peak_rss_mib": {g: self.peak_rss(g) / 2**20 for g in ("service", "envoy")},
+            "rss_before_mib": {g: self.rss_before(g) / 2**20 for g in ("service", "envoy")},
+            "runs": [
+                {
+                    "wall_s": run.wall_s,
+                    "ok": run.ok,
+                    "errors": dict(run.errors),
+                    "peak_rss_mib": {g: v / 2**20 for g, v in run.rss_peak.items()},
+                }
+                for run in self.runs
+            ],
+        }
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Every stream is a socket of the client's: the soft limit goes up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, 65536))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise RuntimeError(f"{needed} open files needed, the hard limit is {hard}")
+
+
+async def concurrent(config: BenchConfig, flowport: Flowport, fake: FakeLlm) -> ConcurrentResult:
+    """`config.concurrent_streams` streamed runs started at once against a slow model."""
+    count = config.concurrent_streams
+    tokens = numbered_tokens(config.concurrent_tokens)
+    expected = "".join(tokens)
+    raise_fd_limit(count + 256)
+    result = ConcurrentResult(count, len(tokens), config.concurrent_token_gap_s)
+    fake.reset()
+    fake.set_reply(tokens, delay_s=config.concurrent_token_gap_s)
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    timeout = httpx.Timeout(120, connect=60, pool=60)
+    step_started = time.perf_counter()
+    for _ in range(config.runs):
+        spent = time.perf_counter() - step_started
+        if result.runs and spent + result.runs[-1].wall_s > config.concurrent_budget_s:
+            result.budget_cut = True
+            break
+        # A fresh client each run: every stream opens its own connection, as 1,000 users would.
+        async with httpx.AsyncClient(
+            base_url=flowport.base_url, limits=limits, timeout=timeout
+        ) as client:
+            with PeakRss(flowport.processes()) as rss:
+                started = time.perf_counter()
+                streams = await asyncio.gather(
+                    *(
+                        _with_deadline(stream_run(client, flowport, expected), config)
+                        for _ in range(count)
+                    )
+                )
+                wall = time.perf_counter() - started
+        good = [s for s in streams if s.error is None]
+        result.runs.append(
+            ConcurrentRun(
+                streams=count,
+                wall_s=wall,
+                errors=Counter(s.error for s in streams if s.error is not None),
+                durations_s=[s.finished - s.sent for s in good],
+                first_stream_s=[s.first_stream_s for s in good],
+                rss_before=dict(rss.first),
+                rss_peak=dict(rss.peak),
+            )
+        )
+    fake.reset()
+    return result
+
+
+async def _with_deadline(run: Coroutine[Any, Any, Stream], config: BenchConfig) -> Stream:
+    sent = time.time()
+    try:
+        return await asyncio.wait_for(run, config.stream_deadline_s)
+    except TimeoutError:
+        return Stream(sent=sent, error=f"not done within {config.stream_deadline_s:.0f} s")
+
+
+def _ms_summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": math.nan, "p99": math.nan}
+    return {"p50": percentile(values, 50) * 1e3, "p99": percentile(values, 99) * 1e3}
