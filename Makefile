@@ -40,8 +40,14 @@ lint: $(BIN)/flowport node_modules/.bin/buf
 node_modules/.bin/buf:
 	npm install --no-save --no-audit --no-fund @bufbuild/buf@1
 
-bench: $(BIN)/flowport
+# BENCH_RUNS=N runs per figure (3), BENCH_QUICK=1 a short smoke run; results in .flowport/bench.json.
+bench: $(BIN)/flowport bench-tools
 	$(BIN)/python -m tests.bench
+
+# wrk, the bench's HTTP load generator, from Debian's packages (make runs as root here).
+.PHONY: bench-tools
+bench-tools:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 clean:
 	rm -rf $(VENV) .flowport node_modules
