@@ -58,7 +58,16 @@ def render_event(event: RunEvent) -> bytes | None:
             return frame(
                 "msg", {"Node": event.node_id, "Msg": message, "Type": "start_node", "Data": None}
             )
-        case NodeFinished() if event.status == "succeeded":
+        case NodeFinished() if event.status == "skipped":
+            # FlowAI has no skip event; a finish_node saying so keeps every node visible
+            # to clients that draw the graph (docs/nodes.md).
+            message = f"Skip node {event.name}, type {event.type}"
+            data = {"time_spend": 0, "status": "skipped"}
+            return frame(
+                "msg", {"Node": event.node_id, "Msg": message, "Type": "finish_node", "Data": data}
+            )
+        case NodeFinished() if event.status == "succeeded" or event.output is not None:
+            # A node that failed with on_error: continue has an output, and the run goes on.
             message = f"Finish node {event.name}, type {event.type}"
             data = {"time_spend": event.time_spend}
             return frame(
@@ -73,7 +82,7 @@ def render_event(event: RunEvent) -> bytes | None:
             return frame("output", output_payload(event))
         case RunFailed():
             return error_frame(event.error, node_id=event.node_id)
-    # A failed node's finish is told by the error frame that follows it.
+    # A failed node's finish (without on_error: continue) is told by the error frame.
     return None
 
 
@@ -85,7 +94,15 @@ def error_frame(error: FlowportError, *, node_id: str | None = None) -> bytes:
 
 
 def output_payload(result: RunSucceeded) -> dict[str, Any]:
-    return {"output": result.output, "total_time": result.total_time, "run_id": result.run_id}
+    payload: dict[str, Any] = {
+        "output": result.output,
+        "total_time": result.total_time,
+        "run_id": result.run_id,
+    }
+    if result.usage is not None:
+        # Ours, after FlowAI's documented fields: only when the run called an LLM.
+        payload["usage"] = dict(result.usage)
+    return payload
 
 
 def error_body(error: FlowportError) -> bytes:

@@ -292,5 +292,13 @@ def _display(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
 
 
+def redacted(url: str) -> str:
+    """`url` fit for messages and records: no query, no credentials."""
+    try:
+        return _display(httpx.URL(url.strip()))
+    except (httpx.InvalidURL, TypeError):
+        return _short(url)
+
+
 def _short(text: str) -> str:
     return repr(text) if len(text) <= 60 else repr(text[:57] + "...")

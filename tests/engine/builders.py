@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from flowport.engine.definition import CompiledWorkflow, compile_workflow, parse_definition
+from flowport.engine.events import NodeFinished, NodeStarted, RunEvent, RunFailed, RunSucceeded
+from flowport.engine.inputs import validate_inputs
+from flowport.engine.llm import ChatMessage, LlmClient
+from flowport.engine.nodes import WorkflowLoader
+from flowport.engine.runner import execute
+from flowport.outbound import FetchPolicy
+
+# The engine tests' HTTP API listens on 127.0.0.1, which the SSRF guard refuses by default.
+LOCAL_POLICY = FetchPolicy(allow=("127.0.0.1",))
 
 BMI: dict[str, Any] = {
     "name": "BMI",
@@ -47,3 +58,52 @@ def chain(*nodes: dict[str, Any], inputs: list[dict[str, Any]] | None = None) ->
 
 def compiled(data: dict[str, Any]) -> CompiledWorkflow:
     return compile_workflow(parse_definition(data))
+
+
+async def run_all(
+    workflow: CompiledWorkflow,
+    inputs: dict[str, Any],
+    *,
+    llm: LlmClient | None = None,
+    history: Sequence[ChatMessage] = (),
+    load_workflow: WorkflowLoader | None = None,
+    fetch_policy: FetchPolicy = LOCAL_POLICY,
+) -> list[RunEvent]:
+    """Every event of one run, to its end."""
+    events = execute(
+        workflow,
+        run_id="run_1",
+        inputs=validate_inputs(workflow.in_node.inputs, inputs),
+        session_id="s1",
+        llm=llm,
+        default_model="default-model",
+        history=history,
+        load_workflow=load_workflow,
+        fetch_policy=fetch_policy,
+    )
+    async with asyncio.timeout(10):
+        return [event async for event in events]
+
+
+def finished(events: list[RunEvent]) -> dict[str, NodeFinished]:
+    return {e.node_id: e for e in events if isinstance(e, NodeFinished)}
+
+
+def statuses(events: list[RunEvent]) -> dict[str, str]:
+    return {node_id: event.status for node_id, event in finished(events).items()}
+
+
+def started(events: list[RunEvent]) -> list[str]:
+    return [e.node_id for e in events if isinstance(e, NodeStarted)]
+
+
+def succeeded(events: list[RunEvent]) -> RunSucceeded:
+    last = events[-1]
+    assert isinstance(last, RunSucceeded), last
+    return last
+
+
+def failed(events: list[RunEvent]) -> RunFailed:
+    last = events[-1]
+    assert isinstance(last, RunFailed), last
+    return last

@@ -34,7 +34,10 @@ def test_bmi_example_parses_with_defaults_filled_in() -> None:
     assert definition.visibility == "private"
     assert [node.name for node in definition.nodes] == ["开始", "计算", "结束(输出)1"]
     assert (definition.edges[0].source, definition.edges[0].target) == ("start", "calc")
-    assert definition.model_dump(by_alias=True)["edges"][0] == {"from": "start", "to": "calc"}
+    assert definition.model_dump(by_alias=True, exclude_none=True)["edges"][0] == {
+        "from": "start",
+        "to": "calc",
+    }
 
 
 def test_node_name_defaults_to_its_id_and_llm_fields_have_defaults() -> None:
@@ -61,7 +64,7 @@ def test_compiled_workflow_knows_order_neighbours_and_templates() -> None:
         ({"nodes": []}, "name: required"),
         (
             flow([IN, {"id": "x", "type": "foo"}]),
-            "nodes[1].type: unknown node type 'foo' (known: in, llm, out, template)",
+            "nodes[1].type: unknown node type 'foo' (known: condition, http, in, intent, llm, out, template, workflow)",
         ),
         (flow([IN, {"id": "x"}]), "nodes[1].type: required"),
         (flow([IN, {"id": "calc", "type": "template"}]), "nodes[1].template: required"),

@@ -126,8 +126,16 @@ async def test_llm_tokens_arrive_one_by_one_while_the_model_still_writes(
         ("ask", "呢。", None),
     ]
     finished = next(e for e in seen if isinstance(e, NodeFinished) and e.node_id == "ask")
-    assert finished.output == {"output": "嗯,在呢。", "reasoning": None, "model": "default-model"}
+    # The fake counts a prompt token per character and a completion token per chunk.
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "reasoning_tokens": 0, "total_tokens": 7}
+    assert finished.output == {
+        "output": "嗯,在呢。",
+        "reasoning": None,
+        "model": "default-model",
+        "usage": {**usage, "model": "default-model"},
+    }
     assert isinstance(seen[-1], RunSucceeded) and seen[-1].output == "嗯,在呢。"
+    assert seen[-1].usage == usage
     assert fake_llm.requests[0]["messages"] == [{"role": "user", "content": "在吗?"}]
     assert fake_llm.requests[0]["model"] == "default-model"
 

@@ -30,17 +30,19 @@ class FakeHttp:
     - `/redirect?to=URL`: 302 to URL
     - `/together`: waits until `together_parties` requests are inside at once (or release()),
       then 200 "together"; `max_in_flight` tells how many overlapped
-    - `/hang`: never answers until release()
+    - `/hang`: never answers until release(); counts clients that leave (`disconnects`)
 
     Records every request in `requests`.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._requests: list[Seen] = []
         self._counts: dict[str, int] = {}
         self._in_flight = 0
         self._max_in_flight = 0
+        self._disconnects = 0
         self.together_parties = 2
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -92,6 +94,7 @@ class FakeHttp:
             self._requests.clear()
             self._counts.clear()
             self._max_in_flight = 0
+            self._disconnects = 0
             self.together_parties = 2
         if self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._new_gate(), self._loop).result(timeout=10)
@@ -105,6 +108,22 @@ class FakeHttp:
     def requests(self) -> list[Seen]:
         with self._lock:
             return list(self._requests)
+
+    def wait_for_request(self, timeout: float = 5.0) -> bool:
+        """Blocks until a request has arrived (async tests: asyncio.to_thread)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: bool(self._requests), timeout)
+
+    def wait_for_disconnect(self, timeout: float = 5.0) -> bool:
+        """Blocks until a `/hang` client has gone away."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._disconnects > 0, timeout)
+
+    @property
+    def disconnects(self) -> int:
+        """`/hang` requests whose client went away before release()."""
+        with self._lock:
+            return self._disconnects
 
     @property
     def max_in_flight(self) -> int:
@@ -133,8 +152,9 @@ class FakeHttp:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
         )
-        with self._lock:
+        with self._changed:
             self._requests.append(seen)
+            self._changed.notify_all()
             self._counts[request.path] = self._counts.get(request.path, 0) + 1
             count = self._counts[request.path]
         parts = request.path.strip("/").split("/")
@@ -174,7 +194,14 @@ class FakeHttp:
                 return await self._together()
             case ["hang"]:
                 assert self._gate is not None
-                await self._gate.wait()
+                try:
+                    await self._gate.wait()
+                except asyncio.CancelledError:
+                    # The client closed the connection (aiohttp cancels the handler).
+                    with self._changed:
+                        self._disconnects += 1
+                        self._changed.notify_all()
+                    raise
                 return web.Response(text="released")
         return web.json_response({"error": "no route"}, status=404)
 

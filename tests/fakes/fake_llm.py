@@ -29,6 +29,9 @@ class FakeLlm:
     """Serves `POST /v1/chat/completions`, streaming (SSE) or not, on 127.0.0.1.
 
     Runs its own event loop in a daemon thread, so a test's loop (or none) is free.
+    A stream asked for `stream_options.include_usage` ends, as OpenAI's does, with a chunk
+    of no choices and the usage: a prompt token per character of the messages, a
+    completion token per chunk, the reasoning chunks as reasoning tokens.
     Records every request body (`requests`), when each token chunk was written
     (`token_times`, time.time()) and clients that went away mid-stream (`disconnects`).
     """
@@ -192,13 +195,10 @@ class FakeLlm:
                 with self._lock:
                     self._token_times.append(time.time())
                 await response.write(_sse(_chunk(model, {"role": "assistant", **delta})))
-            usage = {
-                "prompt_tokens": sum(len(str(m.get("content", ""))) for m in body["messages"]),
-                "completion_tokens": len(chunks),
-                "total_tokens": 0,
-            }
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            await response.write(_sse(_chunk(model, {}, finish_reason="stop", usage=usage)))
+            await response.write(_sse(_chunk(model, {}, finish_reason="stop")))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                # As OpenAI does: one more chunk, with no choices, carrying the usage.
+                await response.write(_sse(_usage_chunk(model, _usage(body, reply))))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionError):
@@ -217,11 +217,7 @@ def _echo(body: dict[str, Any]) -> list[str]:
 
 
 def _chunk(
-    model: str,
-    delta: dict[str, Any],
-    *,
-    finish_reason: str | None = None,
-    usage: dict[str, int] | None = None,
+    model: str, delta: dict[str, Any], *, finish_reason: str | None = None
 ) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
@@ -229,6 +225,30 @@ def _chunk(
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "usage": None,
+    }
+
+
+def _usage(body: dict[str, Any], reply: _Reply) -> dict[str, Any]:
+    """Scripted counts: a prompt token per character, a completion token per chunk."""
+    prompt = sum(len(str(m.get("content", ""))) for m in body["messages"])
+    tokens = reply.tokens if reply.tokens is not None else _echo(body)
+    completion = len(reply.reasoning) + len(tokens)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "completion_tokens_details": {"reasoning_tokens": len(reply.reasoning)},
+    }
+
+
+def _usage_chunk(model: str, usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
         "usage": usage,
     }
 

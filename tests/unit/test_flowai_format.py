@@ -115,3 +115,59 @@ def test_bad_requests_name_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(InvalidArgument) as raised:
         flowai.parse_request(body)
     assert raised.value.message.startswith(message)
+
+
+def test_skipped_node_is_a_finish_node_frame_saying_so() -> None:
+    skipped = NodeFinished(
+        node_id="teen",
+        name="少年",
+        type="template",
+        status="skipped",
+        started_at=datetime.now(UTC),
+        time_spend=0.0,
+        inputs=None,
+        output=None,
+        error=None,
+    )
+    assert (
+        flowai.render_event(skipped)
+        == (
+            'event: msg\ndata: {"Node":"teen","Msg":"Skip node 少年, type template","Type":"finish_node","Data":{"time_spend":0,"status":"skipped"}}\n\n'
+        ).encode()
+    )
+
+
+def test_a_node_that_failed_and_continued_finishes_like_any_other() -> None:
+    continued = NodeFinished(
+        node_id="api",
+        name="API",
+        type="http",
+        status="failed",
+        started_at=datetime.now(UTC),
+        time_spend=0.5,
+        inputs=None,
+        output={"output": "n/a", "error": "node api: timed out"},
+        error="node api: timed out",
+    )
+    assert flowai.render_event(continued) == (
+        b'event: msg\ndata: {"Node":"api","Msg":"Finish node API, type http","Type":"finish_node","Data":{"time_spend":0.5}}\n\n'
+    )
+
+
+def test_usage_follows_the_documented_output_fields() -> None:
+    done = RunSucceeded(
+        run_id="run_1",
+        output="ok",
+        total_time=1.5,
+        usage={
+            "prompt_tokens": 9,
+            "completion_tokens": 4,
+            "reasoning_tokens": 1,
+            "total_tokens": 13,
+        },
+    )
+    assert flowai.render_event(done) == (
+        b'event: output\ndata: {"output":"ok","total_time":1.5,"run_id":"run_1",'
+        b'"usage":{"prompt_tokens":9,"completion_tokens":4,"reasoning_tokens":1,"total_tokens":13}}\n\n'
+    )
+    assert list(flowai.output_payload(done)) == ["output", "total_time", "run_id", "usage"]

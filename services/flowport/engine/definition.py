@@ -3,101 +3,83 @@
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from flowport.engine import templating
 from flowport.engine.inputs import coerce_value
+from flowport.engine.nodes import EXECUTORS
+from flowport.engine.nodes.base import Model
+from flowport.engine.nodes.condition_node import Branch, ConditionNode
+from flowport.engine.nodes.http_node import HttpNode
+from flowport.engine.nodes.in_node import InNode, InputSpec, InputType
+from flowport.engine.nodes.intent_node import Intent, IntentNode
+from flowport.engine.nodes.llm_node import LlmNode
+from flowport.engine.nodes.out_node import OutNode
+from flowport.engine.nodes.template_node import TemplateNode
+from flowport.engine.nodes.workflow_node import WorkflowNode
 from flowport.errors import InvalidArgument
 
-InputType = Literal["text", "number", "boolean", "image", "file", "object"]
+__all__ = [
+    "NODE_TYPES",
+    "Branch",
+    "CompiledWorkflow",
+    "ConditionNode",
+    "Edge",
+    "HttpNode",
+    "InNode",
+    "InputSpec",
+    "InputType",
+    "Intent",
+    "IntentNode",
+    "LlmNode",
+    "Node",
+    "OutNode",
+    "TemplateNode",
+    "WorkflowDefinition",
+    "WorkflowNode",
+    "compile_workflow",
+    "parse_definition",
+]
+
+Node = Annotated[
+    InNode
+    | TemplateNode
+    | LlmNode
+    | OutNode
+    | ConditionNode
+    | IntentNode
+    | HttpNode
+    | WorkflowNode,
+    Field(discriminator="type"),
+]
+NODE_TYPES = tuple(sorted(EXECUTORS))
 
 
-class _Model(BaseModel):
-    # Unknown fields are refused: a misspelt "temprature" must not be ignored silently.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSpec(_Model):
-    """One input the `in` node declares."""
-
-    name: str = Field(min_length=1)
-    type: InputType = "text"
-    required: bool = False
-    max_length: int | None = Field(default=None, ge=1)
-    default: Any = None
-    description: str = ""
-
-
-class _NodeBase(_Model):
-    id: str = Field(min_length=1)
-    name: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_defaults_to_id(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("name") and isinstance(data.get("id"), str):
-            return {**data, "name": data["id"]}
-        return data
-
-
-class InNode(_NodeBase):
-    """The run's start: declares the inputs."""
-
-    type: Literal["in"]
-    inputs: list[InputSpec] = []
-
-
-class TemplateNode(_NodeBase):
-    """Renders a Jinja2 template; `output` is the text."""
-
-    type: Literal["template"]
-    template: str
-
-
-class LlmNode(_NodeBase):
-    """Asks the LLM provider; streams its tokens."""
-
-    type: Literal["llm"]
-    prompt: str
-    system: str | None = None
-    model: str | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    memory: bool = False
-    memory_turns: int = Field(default=10, ge=1, le=50)
-
-
-class OutNode(_NodeBase):
-    """Renders the run's output."""
-
-    type: Literal["out"]
-    output: str
-
-
-Node = Annotated[InNode | TemplateNode | LlmNode | OutNode, Field(discriminator="type")]
-NODE_TYPES = ("in", "llm", "out", "template")
-
-
-class Edge(_Model):
-    """`{"from": a, "to": b}`: b runs after a has finished."""
+class Edge(Model):
+    """`{"from": a, "to": b}`: b runs after a has finished. An edge out of a branching node
+    (condition, intent) names the branch it belongs to: `"branch": "adult"`."""
 
     model_config = ConfigDict(populate_by_name=True)
 
     source: str = Field(alias="from")
     target: str = Field(alias="to")
+    branch: str | None = Field(default=None, min_length=1)
 
 
-class WorkflowDefinition(_Model):
+class WorkflowDefinition(Model):
     name: str = Field(min_length=1)
     visibility: Literal["private", "public"] = "private"
     description: str = ""
+    # Seconds a run may take; past it, running nodes are cancelled and the run fails (504).
+    timeout_s: float | None = Field(default=None, gt=0)
     nodes: list[Node]
-    edges: list[Edge] = []
+    edges: list[Edge] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +87,22 @@ class CompiledWorkflow:
     """What a run needs, worked out once per published version so that a run parses nothing."""
 
     definition: WorkflowDefinition
+    # The nodes with workflow-dependent defaults filled in (NodeConfig.completed).
     nodes: Mapping[str, Node]
     in_node: InNode
     # A topological order: every node after all of its predecessors.
     order: tuple[str, ...]
     predecessors: Mapping[str, frozenset[str]]
     successors: Mapping[str, tuple[str, ...]]
+    # The edges into each node: whether it runs depends on which of them were taken.
+    incoming: Mapping[str, tuple[Edge, ...]]
     # Everything upstream of a node: exactly what its templates may read, so that what a
     # template sees does not depend on which concurrent branch happened to finish first.
     ancestors: Mapping[str, frozenset[str]]
-    # node id -> template field ("template", "prompt", ...) -> compiled template
+    # node id -> template field ("template", "prompt", "headers.X-Key", ...) -> template
     templates: Mapping[str, Mapping[str, jinja2.Template]]
+    # node id -> expression field ("branches[0].when") -> compiled expression
+    expressions: Mapping[str, Mapping[str, jinja2.environment.TemplateExpression]]
 
     def sorter(self) -> graphlib.TopologicalSorter[str]:
         """A fresh ready-set scheduler over the nodes, for one run."""
@@ -137,10 +124,11 @@ def parse_definition(data: object) -> WorkflowDefinition:
 
 def compile_workflow(definition: WorkflowDefinition) -> CompiledWorkflow:
     """Checks the graph and compiles every template; the caller caches the result per version."""
-    nodes = _index_nodes(definition)
+    _index_nodes(definition)
     in_node = _the_in_node(definition)
     input_names = _check_inputs(definition, in_node)
-    predecessors, successors = _check_edges(definition, nodes, in_node)
+    nodes = _completed_nodes(definition, in_node)
+    predecessors, successors, incoming = _check_edges(definition, nodes, in_node)
     order = _topological_order(predecessors)
     ancestors: dict[str, frozenset[str]] = {}
     for node_id in order:
@@ -154,10 +142,12 @@ def compile_workflow(definition: WorkflowDefinition) -> CompiledWorkflow:
                 f"nodes[{index}]: node {node.id!r} is not reachable from the 'in' node"
                 f" {in_node.id!r}"
             )
-    templates = {
-        node.id: _compile_templates(index, node, input_names, nodes, ancestors[node.id])
-        for index, node in enumerate(definition.nodes)
-    }
+    templates: dict[str, dict[str, jinja2.Template]] = {}
+    expressions: dict[str, dict[str, jinja2.environment.TemplateExpression]] = {}
+    for index, (node_id, node) in enumerate(nodes.items()):
+        check = _NameCheck(index, node_id, input_names, nodes, ancestors[node_id])
+        templates[node_id] = check.templates(node.template_sources())
+        expressions[node_id] = check.expressions(node.expression_sources())
     return CompiledWorkflow(
         definition=definition,
         nodes=nodes,
@@ -165,25 +155,11 @@ def compile_workflow(definition: WorkflowDefinition) -> CompiledWorkflow:
         order=order,
         predecessors=predecessors,
         successors=successors,
+        incoming=incoming,
         ancestors=ancestors,
         templates=templates,
+        expressions=expressions,
     )
-
-
-def template_sources(node: Node) -> dict[str, str]:
-    """The node's fields that are templates, by field name."""
-    match node:
-        case TemplateNode():
-            return {"template": node.template}
-        case LlmNode():
-            fields = {"prompt": node.prompt}
-            if node.system is not None:
-                fields["system"] = node.system
-            return fields
-        case OutNode():
-            return {"output": node.output}
-        case InNode():
-            return {}
 
 
 def _index_nodes(definition: WorkflowDefinition) -> dict[str, Node]:
@@ -235,11 +211,23 @@ def _check_inputs(definition: WorkflowDefinition, in_node: InNode) -> set[str]:
     return names
 
 
+def _completed_nodes(definition: WorkflowDefinition, in_node: InNode) -> dict[str, Node]:
+    completed: dict[str, Node] = {}
+    for index, node in enumerate(definition.nodes):
+        try:
+            completed[node.id] = node.completed(in_node)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"nodes[{index}].{exc.message}") from None
+    return completed
+
+
 def _check_edges(
     definition: WorkflowDefinition, nodes: Mapping[str, Node], in_node: InNode
-) -> tuple[dict[str, frozenset[str]], dict[str, tuple[str, ...]]]:
+) -> tuple[dict[str, frozenset[str]], dict[str, tuple[str, ...]], dict[str, tuple[Edge, ...]]]:
     predecessors: dict[str, set[str]] = {node_id: set() for node_id in nodes}
     successors: dict[str, list[str]] = {node_id: [] for node_id in nodes}
+    incoming: dict[str, list[Edge]] = {node_id: [] for node_id in nodes}
+    seen: set[tuple[str, str, str | None]] = set()
     for index, edge in enumerate(definition.edges):
         for key, node_id in (("from", edge.source), ("to", edge.target)):
             if node_id not in nodes:
@@ -248,14 +236,43 @@ def _check_edges(
             raise InvalidArgument(
                 f"edges[{index}].to: the 'in' node {in_node.id!r} cannot have incoming edges"
             )
-        if edge.source in predecessors[edge.target]:
+        _check_branch(index, edge, nodes[edge.source])
+        if (edge.source, edge.target, edge.branch) in seen:
             raise InvalidArgument(f"edges[{index}]: duplicate edge {edge.source} -> {edge.target}")
+        seen.add((edge.source, edge.target, edge.branch))
         predecessors[edge.target].add(edge.source)
-        successors[edge.source].append(edge.target)
+        # Two branches of one node may lead to the same node: it is one successor.
+        if edge.target not in successors[edge.source]:
+            successors[edge.source].append(edge.target)
+        incoming[edge.target].append(edge)
     return (
         {node_id: frozenset(preds) for node_id, preds in predecessors.items()},
         {node_id: tuple(succs) for node_id, succs in successors.items()},
+        {node_id: tuple(edges) for node_id, edges in incoming.items()},
     )
+
+
+def _check_branch(index: int, edge: Edge, source: Node) -> None:
+    """An edge out of a branching node names one of its branches; no other edge names one."""
+    branches = source.branch_names()
+    if not branches:
+        if edge.branch is not None:
+            raise InvalidArgument(
+                f"edges[{index}].branch: {edge.source!r} is a {source.type} node, which has no"
+                " branches (only condition and intent nodes do)"
+            )
+        return
+    known = ", ".join(branches)
+    if edge.branch is None:
+        raise InvalidArgument(
+            f"edges[{index}]: the edge {edge.source} -> {edge.target} leaves {source.type} node"
+            f" {edge.source!r}, so it must name its branch (one of: {known})"
+        )
+    if edge.branch not in branches:
+        raise InvalidArgument(
+            f"edges[{index}].branch: {source.type} node {edge.source!r} has no branch"
+            f" {edge.branch!r} (branches: {known})"
+        )
 
 
 def _topological_order(predecessors: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
@@ -267,33 +284,58 @@ def _topological_order(predecessors: Mapping[str, frozenset[str]]) -> tuple[str,
         raise InvalidArgument(f"workflow has a cycle: {' -> '.join(cycle)}") from None
 
 
-def _compile_templates(
-    index: int,
-    node: Node,
-    input_names: set[str],
-    nodes: Mapping[str, Node],
-    ancestors: frozenset[str],
-) -> dict[str, jinja2.Template]:
-    visible = (
-        input_names | ancestors | {templating.NODES_KEY} | set(templating.environment().globals)
-    )
-    compiled: dict[str, jinja2.Template] = {}
-    for field, source in template_sources(node).items():
-        path = f"nodes[{index}].{field}"
-        try:
-            compiled[field] = templating.compile_template(source)
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"{path}: {exc.message}") from None
-        # A name no input or upstream node provides would render as nothing at run time;
-        # catching it here is kinder than a blank in a prompt.
-        for name in sorted(templating.referenced_names(source) - visible):
-            if name in nodes:
+class _NameCheck:
+    """Compiles one node's templates and expressions, and checks every name they read: a
+    name no input or upstream node provides would render as nothing at run time, and
+    catching it here is kinder than a blank in a prompt."""
+
+    def __init__(
+        self,
+        index: int,
+        node_id: str,
+        input_names: set[str],
+        nodes: Mapping[str, Node],
+        ancestors: frozenset[str],
+    ) -> None:
+        self.index = index
+        self.node_id = node_id
+        self.nodes = nodes
+        self.visible = (
+            input_names | ancestors | {templating.NODES_KEY} | set(templating.environment().globals)
+        )
+
+    def templates(self, sources: Mapping[str, str]) -> dict[str, jinja2.Template]:
+        compiled: dict[str, jinja2.Template] = {}
+        for field, source in sources.items():
+            path = f"nodes[{self.index}].{field}"
+            try:
+                compiled[field] = templating.compile_template(source)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"{path}: {exc.message}") from None
+            self._check_names(path, templating.referenced_names(source))
+        return compiled
+
+    def expressions(
+        self, sources: Mapping[str, str]
+    ) -> dict[str, jinja2.environment.TemplateExpression]:
+        compiled: dict[str, jinja2.environment.TemplateExpression] = {}
+        for field, source in sources.items():
+            path = f"nodes[{self.index}].{field}"
+            try:
+                compiled[field] = templating.compile_expression(source)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"{path}: {exc.message}") from None
+            self._check_names(path, templating.expression_names(source))
+        return compiled
+
+    def _check_names(self, path: str, names: Set[str]) -> None:
+        for name in sorted(names - self.visible):
+            if name in self.nodes:
                 raise InvalidArgument(
-                    f"{path}: node {name!r} does not run before {node.id!r}"
+                    f"{path}: node {name!r} does not run before {self.node_id!r}"
                     f" (add an edge from {name!r})"
                 )
             raise InvalidArgument(f"{path}: {name!r} is not an input or an upstream node")
-    return compiled
 
 
 # How pydantic's error types read to a person writing a definition.
@@ -323,6 +365,8 @@ def _describe(error: ErrorDetails) -> str:
         return f"{path}.type: unknown node type {ctx.get('tag')!r} (known: {known})"
     if kind == "union_tag_not_found":
         return f"{path}.type: required"
+    if kind == "value_error":
+        return f"{path}: {ctx.get('error')}"
     if kind == "missing":
         return f"{path}: required"
     if kind == "extra_forbidden":
@@ -331,6 +375,12 @@ def _describe(error: ErrorDetails) -> str:
         return f"{path}: must not be empty"
     if kind == "greater_than_equal":
         return f"{path}: must be at least {ctx.get('ge')}, got {_short(error['input'])}"
+    if kind == "greater_than":
+        bound = ctx.get("gt")
+        shown = f"{bound:g}" if isinstance(bound, int | float) else bound
+        return f"{path}: must be greater than {shown}, got {_short(error['input'])}"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return f"{path}: must not be empty"
     if kind == "less_than_equal":
         return f"{path}: must be at most {ctx.get('le')}, got {_short(error['input'])}"
     if kind == "literal_error":

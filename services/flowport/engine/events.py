@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from flowport.engine.llm import TokenUsage
 from flowport.errors import FlowportError
 
-NodeStatus = Literal["succeeded", "failed", "cancelled"]
+# skipped: the node was only reachable through branches that were not taken.
+NodeStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,10 @@ class NodeStarted:
 
 @dataclass(frozen=True, slots=True)
 class NodeFinished:
-    """One per NodeStarted. `output` holds the node's output fields when it succeeded."""
+    """One per NodeStarted; and one, with status "skipped" and no NodeStarted before it, for
+    each node on a branch that was not taken. `output` holds the node's output fields when
+    it succeeded, or when it failed with `on_error: continue` (then its default output and
+    the error), so that the run goes on."""
 
     node_id: str
     name: str
@@ -59,6 +64,8 @@ class RunSucceeded:
     run_id: str
     output: str
     total_time: float
+    # Tokens of every LLM call of the run (sub-workflows too); None when it made none.
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,8 @@ class RunFailed:
     node_id: str | None
     error: FlowportError
     total_time: float
+    # Tokens of the LLM calls that finished before the run failed.
+    usage: TokenUsage | None = None
 
 
 RunEvent = RunStarted | NodeStarted | NodeFinished | Token | RunSucceeded | RunFailed

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from flowport.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from flowport.engine.definition import InputSpec
+    from flowport.engine.nodes.in_node import InputSpec
 
 # A decimal number as people type it ("75", "-1.8", "2e3"); stricter than float(), which
 # also takes "nan", "infinity" and "1_000".

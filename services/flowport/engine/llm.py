@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict, cast
+from typing import Any, Literal, Protocol, TypedDict, cast
 
 import openai
+from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionMessageParam
 
 from flowport.errors import Unavailable, UpstreamFailed
@@ -20,12 +22,31 @@ class ChatMessage(TypedDict):
     content: str
 
 
+class TokenUsage(TypedDict):
+    """Tokens one call (or, summed, one run) used, as the provider counted them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    # Part of completion_tokens that reasoning models spent thinking; 0 when not told.
+    reasoning_tokens: int
+    total_tokens: int
+
+
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """One streamed chunk: answer text, or reasoning text (then content is "")."""
+    """One streamed chunk: answer text, or reasoning text (then content is ""), or, last, the
+    call's token usage alone (content "")."""
 
     content: str
     reasoning: str | None = None
+    usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    content: str
+    reasoning: str | None
+    usage: TokenUsage | None  # None when the provider did not report it
 
 
 class LlmClient(Protocol):
@@ -70,6 +91,8 @@ class OpenAiChat:
                 # Each ChatMessage is one of the SDK's message TypedDicts.
                 messages=cast(list[ChatCompletionMessageParam], list(messages)),
                 stream=True,
+                # The last chunk then carries the call's token usage.
+                stream_options={"include_usage": True},
                 # Unset rather than null: some providers reject "temperature": null.
                 temperature=openai.omit if temperature is None else temperature,
             )
@@ -85,6 +108,8 @@ class OpenAiChat:
                             yield Delta(content="", reasoning=str(reasoning))
                         if delta.content:
                             yield Delta(content=delta.content)
+                    if chunk.usage is not None:
+                        yield Delta(content="", usage=_token_usage(chunk.usage))
         except openai.APIError as exc:
             raise UpstreamFailed(f"LLM provider failed: {self._reason(exc)}") from None
 
@@ -100,6 +125,61 @@ class OpenAiChat:
         if isinstance(exc, openai.APIStatusError):
             return f"HTTP {exc.status_code} {exc.response.reason_phrase}".rstrip()
         return type(exc).__name__
+
+
+async def complete(
+    client: LlmClient,
+    *,
+    messages: Sequence[ChatMessage],
+    model: str,
+    temperature: float | None,
+    on_delta: Callable[[str, str | None], None] | None = None,
+) -> Completion:
+    """One whole answer; `on_delta(content, reasoning)` sees each text chunk as it comes."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    usage: TokenUsage | None = None
+    stream = client.stream_chat(messages=messages, model=model, temperature=temperature)
+    # aclosing: a cancelled node closes the provider's HTTP stream at once, not at GC time.
+    async with contextlib.aclosing(stream):
+        async for delta in stream:
+            if delta.usage is not None:
+                usage = delta.usage
+                continue
+            if delta.reasoning:
+                reasoning.append(delta.reasoning)
+            content.append(delta.content)
+            if on_delta is not None:
+                on_delta(delta.content, delta.reasoning)
+    return Completion("".join(content), "".join(reasoning) or None, usage)
+
+
+def add_usage(total: TokenUsage | None, more: Mapping[str, Any] | None) -> TokenUsage | None:
+    """`total` plus the counts in `more` (a node's usage); None while nothing was counted."""
+    if not more:
+        return total
+
+    def both(name: str) -> int:
+        counts = (total.get(name, 0) if total else 0, more.get(name, 0))
+        return sum(count for count in counts if isinstance(count, int))
+
+    return TokenUsage(
+        prompt_tokens=both("prompt_tokens"),
+        completion_tokens=both("completion_tokens"),
+        reasoning_tokens=both("reasoning_tokens"),
+        total_tokens=both("total_tokens"),
+    )
+
+
+def _token_usage(usage: CompletionUsage) -> TokenUsage:
+    details = usage.completion_tokens_details
+    reasoning = details.reasoning_tokens if details is not None else None
+    return TokenUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        reasoning_tokens=reasoning or 0,
+        total_tokens=usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    )
 
 
 def create_llm_client(settings: Settings) -> LlmClient | None:

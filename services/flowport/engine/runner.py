@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from flowport.engine import templating
 from flowport.engine.definition import CompiledWorkflow, OutNode
 from flowport.engine.events import (
     NodeFinished,
@@ -19,9 +20,15 @@ from flowport.engine.events import (
     RunSucceeded,
     Token,
 )
-from flowport.engine.llm import ChatMessage, LlmClient
-from flowport.engine.nodes import EXECUTORS, NodeContext
-from flowport.errors import FlowportError
+from flowport.engine.llm import ChatMessage, LlmClient, TokenUsage, add_usage
+from flowport.engine.nodes import ELSE, EXECUTORS, NodeContext, WorkflowLoader
+from flowport.engine.nodes.base import restated
+from flowport.engine.nodes.workflow_node import TooDeep
+from flowport.errors import DeadlineExceeded, FlowportError
+from flowport.outbound import FetchPolicy
+
+# How deep workflow nodes may nest runs: a workflow calling itself ends here.
+MAX_DEPTH = 5
 
 
 async def execute(
@@ -33,14 +40,33 @@ async def execute(
     llm: LlmClient | None,
     default_model: str,
     history: Sequence[ChatMessage] = (),
+    load_workflow: WorkflowLoader | None = None,
+    fetch_policy: FetchPolicy | None = None,
+    max_depth: int = MAX_DEPTH,
+    depth: int = 0,
 ) -> AsyncGenerator[RunEvent, None]:
     """Runs the workflow on already validated `inputs`.
 
-    Yields RunStarted, then per node NodeStarted, its Tokens, NodeFinished, and last
-    RunSucceeded or RunFailed. Closing the iterator early (the client went away) cancels
-    every node still running, and returns once they have stopped.
+    Yields RunStarted, then per node NodeStarted, its Tokens, NodeFinished (a skipped node:
+    NodeFinished alone), and last RunSucceeded or RunFailed. Closing the iterator early (the
+    client went away) cancels every node still running, and returns once they have stopped.
+
+    `load_workflow` finds the workflows that workflow nodes run (without it they fail);
+    `fetch_policy` bounds http nodes; `depth` is how deep in workflow nodes this run is.
     """
-    run = _Run(workflow, run_id, inputs, session_id, llm, default_model, history)
+    run = _Run(
+        workflow,
+        run_id=run_id,
+        inputs=inputs,
+        session_id=session_id,
+        llm=llm,
+        default_model=default_model,
+        history=history,
+        load_workflow=load_workflow,
+        fetch_policy=fetch_policy or FetchPolicy(),
+        max_depth=max_depth,
+        depth=depth,
+    )
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
     try:
         while True:
@@ -67,12 +93,17 @@ class _Run:
     def __init__(
         self,
         workflow: CompiledWorkflow,
+        *,
         run_id: str,
         inputs: dict[str, Any],
         session_id: str | None,
         llm: LlmClient | None,
         default_model: str,
         history: Sequence[ChatMessage],
+        load_workflow: WorkflowLoader | None,
+        fetch_policy: FetchPolicy,
+        max_depth: int,
+        depth: int,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
@@ -81,54 +112,109 @@ class _Run:
         self.llm = llm
         self.default_model = default_model
         self.history = history
+        self.load_workflow = load_workflow
+        self.fetch_policy = fetch_policy
+        self.max_depth = max_depth
+        self.depth = depth
         # Unbounded: a node never waits for a slow client; the stream is what it is.
         self.events: asyncio.Queue[RunEvent] = asyncio.Queue()
+        # Fields of every node that ran to an output (succeeded, or failed and continued).
         self.outputs: dict[str, dict[str, Any]] = {}
+        # The branch each branching node took.
+        self.taken: dict[str, str] = {}
         self.final_output = ""
+        self.usage: TokenUsage | None = None
 
     async def drive(self) -> None:
         started = time.perf_counter()
         in_node = self.workflow.in_node
         self.events.put_nowait(RunStarted(self.run_id, in_node.id, self.inputs, self.session_id))
+        deadline = self.workflow.definition.timeout_s
         try:
-            await self._schedule()
+            async with asyncio.timeout(deadline) as scope:
+                await self._schedule()
         except* Exception as group:
             failures = [exc for exc in group.exceptions if isinstance(exc, _NodeFailed)]
-            if failures:
+            error: FlowportError
+            if scope.expired():
+                error = DeadlineExceeded(f"the run exceeded its timeout of {deadline:g} s")
+            elif failures:
                 error = failures[0].error
             else:
                 # A bug in the engine itself; the client still gets a final event.
                 exc = group.exceptions[0]
                 error = FlowportError(f"run failed: {type(exc).__name__}: {exc}")
-            self.events.put_nowait(RunFailed(self.run_id, error.node_id, error, _since(started)))
+            self.events.put_nowait(
+                RunFailed(self.run_id, error.node_id, error, _since(started), self.usage)
+            )
         else:
-            self.events.put_nowait(RunSucceeded(self.run_id, self.final_output, _since(started)))
+            self.events.put_nowait(
+                RunSucceeded(self.run_id, self.final_output, _since(started), self.usage)
+            )
 
     async def _schedule(self) -> None:
-        # graphlib's ready set: a node starts as soon as all its predecessors finished,
-        # so independent branches run concurrently.
+        # graphlib's ready set: a node starts as soon as all its predecessors finished or
+        # were skipped, so independent branches run concurrently and joins never wait for
+        # a branch that will not come.
         sorter = self.workflow.sorter()
         finished: asyncio.Queue[str] = asyncio.Queue()
         # A node that raises makes the TaskGroup cancel the other nodes and this loop.
         async with asyncio.TaskGroup() as nodes:
             while sorter.is_active():
                 for node_id in sorter.get_ready():
-                    nodes.create_task(self._run_node(node_id, finished), name=node_id)
+                    if self._reached(node_id):
+                        nodes.create_task(self._run_node(node_id, finished), name=node_id)
+                    else:
+                        self._skip(node_id)
+                        finished.put_nowait(node_id)
                 sorter.done(await finished.get())
+
+    def _reached(self, node_id: str) -> bool:
+        """Whether some edge into the node was taken: its source ran to an output and, for
+        a branching source, the edge is on the branch it chose. The in node has no edges."""
+        incoming = self.workflow.incoming[node_id]
+        return not incoming or any(
+            edge.source in self.outputs
+            and (edge.branch is None or edge.branch == self.taken.get(edge.source))
+            for edge in incoming
+        )
+
+    def _skip(self, node_id: str) -> None:
+        node = self.workflow.nodes[node_id]
+        self.events.put_nowait(
+            NodeFinished(
+                node_id=node_id,
+                name=node.name,
+                type=node.type,
+                status="skipped",
+                started_at=datetime.now(UTC),
+                time_spend=0.0,
+                inputs=None,
+                output=None,
+                error=None,
+            )
+        )
 
     async def _run_node(self, node_id: str, finished: asyncio.Queue[str]) -> None:
         node = self.workflow.nodes[node_id]
+        ancestors = self.workflow.ancestors[node_id]
         ctx = NodeContext(
             node_id=node_id,
             inputs=self.inputs,
-            outputs={a: self.outputs[a] for a in self.workflow.ancestors[node_id]},
+            outputs={a: self.outputs[a] for a in ancestors if a in self.outputs},
+            # Every ancestor has finished by now: those without outputs were skipped.
+            skipped=frozenset(a for a in ancestors if a not in self.outputs),
             templates=self.workflow.templates[node_id],
+            expressions=self.workflow.expressions[node_id],
             emit_token=lambda content, reasoning: self.events.put_nowait(
                 Token(node_id, content, reasoning)
             ),
             llm=self.llm,
             default_model=self.default_model,
             history=self.history,
+            fetch_policy=self.fetch_policy,
+            load_workflow=self.load_workflow,
+            run_workflow=self._child_run,
         )
         self.events.put_nowait(NodeStarted(node_id, node.name, node.type))
         started_at = datetime.now(UTC)
@@ -156,13 +242,48 @@ class _Run:
             raise
         except Exception as exc:
             error = _node_error(node_id, exc)
-            finish("failed", None, error.message)
-            raise _NodeFailed(error) from exc
-        self.outputs[node_id] = output
-        if isinstance(node, OutNode):
-            self.final_output = output["output"]
-        finish("succeeded", output, None)
+            if node.on_error != "continue":
+                finish("failed", None, error.message)
+                raise _NodeFailed(error) from exc
+            output = {"output": node.default_output, "error": error.message}
+            if node.branch_names():
+                output["branch"] = ELSE
+            self._keep(node_id, output)
+            finish("failed", output, error.message)
+        else:
+            self._keep(node_id, output)
+            finish("succeeded", output, None)
         finished.put_nowait(node_id)
+
+    def _keep(self, node_id: str, output: dict[str, Any]) -> None:
+        node = self.workflow.nodes[node_id]
+        self.outputs[node_id] = output
+        if node.branch_names():
+            self.taken[node_id] = output["branch"]
+        if isinstance(node, OutNode):
+            self.final_output = templating.as_text(output["output"])
+        usage = output.get("usage")
+        if isinstance(usage, dict):
+            self.usage = add_usage(self.usage, usage)
+
+    def _child_run(
+        self, workflow: CompiledWorkflow, inputs: dict[str, Any]
+    ) -> AsyncGenerator[RunEvent, None]:
+        if self.depth >= self.max_depth:
+            raise TooDeep(self.max_depth)
+        return execute(
+            workflow,
+            run_id=f"{self.run_id}.{self.depth + 1}",
+            inputs=inputs,
+            session_id=self.session_id,
+            llm=self.llm,
+            default_model=self.default_model,
+            history=self.history,
+            load_workflow=self.load_workflow,
+            fetch_policy=self.fetch_policy,
+            max_depth=self.max_depth,
+            depth=self.depth + 1,
+        )
 
 
 def _node_error(node_id: str, exc: Exception) -> FlowportError:
@@ -170,8 +291,7 @@ def _node_error(node_id: str, exc: Exception) -> FlowportError:
     if isinstance(exc, FlowportError):
         if exc.node_id is not None:
             return exc  # raised by code that knew the node, and named it
-        # Same class (so the same status code), with the node in front.
-        return type(exc)(f"node {node_id}: {exc.message}", node_id=node_id)
+        return restated(exc, f"node {node_id}: {exc.message}", node_id=node_id)
     return FlowportError(f"node {node_id} failed: {type(exc).__name__}: {exc}", node_id=node_id)
 
 

@@ -15,6 +15,7 @@ from flowport.engine import (
     RunSucceeded,
     Token,
 )
+from flowport.engine.llm import TokenUsage
 from flowport.server.context import Services
 from flowport.server.convert import from_struct, struct
 from flowport.server.status import translate_errors
@@ -100,6 +101,7 @@ def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
                     total_time=event.total_time,
                     run_id=event.run_id,
                     session_id=session_id,
+                    usage=usage_message(event.usage),
                 )
             )
         case RunFailed():
@@ -112,3 +114,8 @@ def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
                 )
             )
     raise TypeError(f"unknown run event {event!r}")
+
+
+def usage_message(usage: TokenUsage | None) -> runner_pb2.Usage | None:
+    """The run's token usage; None leaves the field unset (the run called no LLM)."""
+    return None if usage is None else runner_pb2.Usage(**usage)

@@ -26,6 +26,7 @@ GRPC_CODES: dict[type[errors.FlowportError], grpc.StatusCode] = {
     errors.UpstreamFailed: grpc.StatusCode.UNAVAILABLE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     # Quota, as gRPC defines RESOURCE_EXHAUSTED; FlowAI's route answers 402, LinkAI's 406.
     errors.CreditsExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # ABORTED is the code Envoy answers 409 for, the status both REST surfaces use.

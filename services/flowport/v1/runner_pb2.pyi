@@ -18,16 +18,30 @@ class RunRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("output", "total_time", "run_id", "session_id")
+    __slots__ = ("output", "total_time", "run_id", "session_id", "usage")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     output: str
     total_time: float
     run_id: str
     session_id: str
-    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class RunStreamRequest(_message.Message):
     __slots__ = ("workflow_id", "input", "session_id")
@@ -104,16 +118,18 @@ class TokenChunk(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., content: _Optional[str] = ..., reasoning: _Optional[str] = ...) -> None: ...
 
 class RunOutput(_message.Message):
-    __slots__ = ("output", "total_time", "run_id", "session_id")
+    __slots__ = ("output", "total_time", "run_id", "session_id", "usage")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     output: str
     total_time: float
     run_id: str
     session_id: str
-    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class RunError(_message.Message):
     __slots__ = ("node_id", "code", "message", "run_id")

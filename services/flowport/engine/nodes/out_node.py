@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from flowport.engine.definition import OutNode
-from flowport.engine.nodes.base import NodeContext, NodeOutput
+from typing import Literal
+
+from flowport.engine.nodes.base import NodeConfig, NodeContext, NodeOutput
+
+
+class OutNode(NodeConfig):
+    """Renders the run's output."""
+
+    type: Literal["out"]
+    output: str
+
+    def template_sources(self) -> dict[str, str]:
+        return {"output": self.output}
 
 
 async def run(node: OutNode, ctx: NodeContext) -> NodeOutput:

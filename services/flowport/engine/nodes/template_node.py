@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from flowport.engine.definition import TemplateNode
-from flowport.engine.nodes.base import NodeContext, NodeOutput
+from typing import Literal
+
+from flowport.engine.nodes.base import NodeConfig, NodeContext, NodeOutput
+
+
+class TemplateNode(NodeConfig):
+    """Renders a Jinja2 template; `output` is the text."""
+
+    type: Literal["template"]
+    template: str
+
+    def template_sources(self) -> dict[str, str]:
+        return {"template": self.template}
 
 
 async def run(node: TemplateNode, ctx: NodeContext) -> NodeOutput:
