@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.bench.compare import Comparison, Series
 from tests.bench.config import BenchConfig
-from tests.bench.stats import percentile
+from tests.bench.stats import median, percentile
 from tests.bench.streams import ConcurrentResult, RelayResult
 from tests.integration.stack import REPO
 
@@ -58,16 +58,17 @@ def _commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    """Text columns left-aligned (the first), figures right-aligned."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+def table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """The first column left-aligned (labels), the others right-aligned (figures)."""
+    shown = [headers, *rows] if headers else list(rows)
+    widths = [max(len(r[i]) for r in shown) for i in range(len(shown[0]))]
 
     def line(cells: Sequence[str]) -> str:
         parts = [cells[0].ljust(widths[0])]
         parts += [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
         return (indent + "  ".join(parts)).rstrip()
 
-    return "\n".join([line(headers), *(line(row) for row in rows)])
+    return "\n".join(line(row) for row in shown)
 
 
 def _ms(seconds: float) -> str:
@@ -126,6 +127,12 @@ def _relay(relay: RelayResult) -> str:
         ],
     ]
     text = table(["client-side", "p50 ms", "p99 ms", "samples"], rows)
+    if relay.receive_span_s:
+        text += (
+            f"\n  the fake wrote a stream's {relay.tokens_per_stream} tokens in "
+            f"{_ms(median(relay.write_span_s))} ms, the client received them over "
+            f"{_ms(median(relay.receive_span_s))} ms (medians)"
+        )
     return text + f"\n  failed streams: {sum(relay.errors.values())} ({_errors(relay.errors)})"
 
 
@@ -152,7 +159,7 @@ def _concurrent(result: ConcurrentResult) -> str:
                 f"{result.peak_rss(group) / MIB:.0f} MiB (idle {result.rss_before(group) / MIB:.0f})",
             ]
         )
-    return table(["", ""], rows)
+    return table(None, rows)
 
 
 def render(results: Results) -> str:

@@ -89,6 +89,10 @@ class RelayResult:
     first_stream_s: list[float] = field(default_factory=list)  # one per good stream
     token_latency_s: list[float] = field(default_factory=list)  # one per token of those
     errors: Counter[str] = field(default_factory=Counter)
+    # Per good stream: how long the fake took to write all tokens, and how long the client
+    # took to receive them, first to last; the gap is the service's cost per token.
+    write_span_s: list[float] = field(default_factory=list)
+    receive_span_s: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +101,8 @@ class RelayResult:
             "errors": dict(self.errors),
             "first_stream_ms": _ms_summary(self.first_stream_s),
             "added_latency_per_token_ms": _ms_summary(self.token_latency_s),
+            "fake_write_span_ms": median(self.write_span_s) * 1e3,
+            "client_receive_span_ms": median(self.receive_span_s) * 1e3,
         }
 
 
@@ -131,8 +137,11 @@ async def relay(config: BenchConfig, flowport: Flowport, fake: FakeLlm) -> Relay
             if stream.error is not None:
                 result.errors[stream.error] += 1
                 continue
+            written = fake.token_times
             result.first_stream_s.append(stream.first_stream_s)
-            result.token_latency_s += token_latencies(stream, fake.token_times)
+            result.token_latency_s += token_latencies(stream, written)
+            result.write_span_s.append(written[-1] - written[0])
+            result.receive_span_s.append(stream.frames[-1][0] - stream.frames[0][0])
     fake.reset()
     return result
 
