@@ -122,7 +122,7 @@ def token_latencies(stream: Stream, written: list[float]) -> list[float]:
 
 
 async def relay(config: BenchConfig, flowport: Flowport, fake: FakeLlm) -> RelayResult:
-    """Streams run one after another, each alone on the machine."""
+    """Streams run one after another, so each has the service to itself."""
     tokens = numbered_tokens(config.relay_tokens)
     expected = "".join(tokens)
     result = RelayResult(config.relay_tokens)
