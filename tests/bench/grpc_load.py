@@ -39,31 +39,29 @@ class LoadResult:
 async def closed_loop(
     call: Callable[[], Awaitable[None]], *, concurrency: int, duration_s: float
 ) -> LoadResult:
-    """Only calls that answered OK in time count as requests, a call that failed is an error;
-    calls still open at the end are cancelled and not counted, as wrk does."""
+    """Calls answered OK within the window count as requests, a call that failed is an error.
+    At the end each task waits for its open call rather than cancel it: a client going away
+    is not what this measures (and a cancelled run can leave the service stuck)."""
     latencies: list[float] = []
     errors = 0
+    start = time.perf_counter()
+    deadline = start + duration_s
 
     async def worker() -> None:
         nonlocal errors
-        while True:
-            began = time.perf_counter()
+        while (began := time.perf_counter()) < deadline:
             try:
                 await call()
             except grpc.aio.AioRpcError:
                 errors += 1
                 continue
-            latencies.append(time.perf_counter() - began)
+            answered = time.perf_counter()
+            if answered <= deadline:
+                latencies.append(answered - began)
 
-    start = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    await asyncio.sleep(duration_s)
-    elapsed = time.perf_counter() - start
-    for task in workers:
-        task.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return LoadResult(
-        requests=len(latencies), errors=errors, duration_s=elapsed, latencies_s=latencies
+        requests=len(latencies), errors=errors, duration_s=duration_s, latencies_s=latencies
     )
 
 
