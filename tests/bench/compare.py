@@ -49,12 +49,18 @@ class Series:
     def errors(self) -> int:
         return sum(f.errors for f in self.figures)
 
+    @property
+    def silent_runs(self) -> int:
+        """Runs in which no request was answered in time: there is no latency to report."""
+        return sum(1 for f in self.figures if f.requests_per_s == 0)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "requests_per_s": self.requests_per_s,
             "p50_ms": self.p50_s * 1e3,
             "p99_ms": self.p99_s * 1e3,
             "errors": self.errors,
+            "silent_runs": self.silent_runs,
             "runs": [
                 {
                     "requests_per_s": f.requests_per_s,

@@ -8,7 +8,7 @@ import math
 import os
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,7 +100,21 @@ def _blocking(comparisons: list[Comparison], ours: str, base: str, versus: str) 
         rows.append(_series_row(ours, c, comparison.ours, _versus(comparison)))
         rows.append(_series_row(base, c, comparison.base, ""))
     headers = ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", versus]
-    return table(headers, rows)
+    return table(headers, rows) + _silent_notes(
+        (name, comparison.concurrency, series)
+        for comparison in comparisons
+        for name, series in ((ours, comparison.ours), (base, comparison.base))
+    )
+
+
+def _silent_notes(rows: Iterable[tuple[str, int, Series]]) -> str:
+    notes = [
+        f"\n  ! {name} c={concurrency}: in {series.silent_runs} of {len(series.figures)} runs "
+        "no request was answered within the measurement (stalled); p50/p99 are the other runs'"
+        for name, concurrency, series in rows
+        if series.silent_runs
+    ]
+    return "".join(notes)
 
 
 def _percentiles(values: list[float]) -> list[str]:
@@ -210,6 +224,9 @@ def render(results: Results) -> str:
         ]
         lines.append(
             table(["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", "2 vs 1"], rows)
+            + _silent_notes(
+                [("workers 2", s.concurrency, s.ours), ("workers 1", s.concurrency, s.base)]
+            )
         )
     else:
         lines.append(f"  n/a: {results.scale_skipped}")
