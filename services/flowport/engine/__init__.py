@@ -17,7 +17,8 @@ from flowport.engine.events import (
     Token,
 )
 from flowport.engine.inputs import validate_inputs
-from flowport.engine.llm import LlmClient, OpenAiChat, create_llm_client
+from flowport.engine.llm import LlmClient, OpenAiChat, TokenUsage, create_llm_client
+from flowport.engine.nodes import WorkflowLoader
 from flowport.engine.runner import execute
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "RunStarted",
     "RunSucceeded",
     "Token",
+    "TokenUsage",
     "WorkflowDefinition",
+    "WorkflowLoader",
     "compile_workflow",
     "create_llm_client",
     "execute",
