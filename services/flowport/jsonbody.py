@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from flowport.errors import InvalidArgument
 
+# What a body may hold is what a run's record can give back: GET /v1/runs answers with a
+# google.protobuf.Struct, which carries JSON nested about 33 levels deep at most (protobuf's
+# decoders stop at 100 message levels, and each JSON level costs a Struct three).
+MAX_DEPTH = 32
+# Doubles end here; so do Struct's numbers, and the number inputs of a workflow.
+MAX_NUMBER = sys.float_info.max
+# Digits of the longest integer below MAX_NUMBER; longer ones are refused before int() sees them
+# (int() itself stops at 4300 digits, with a ValueError json.loads does not name).
+MAX_INT_DIGITS = len(str(int(MAX_NUMBER)))
+# A \u escape of a UTF-16 surrogate; only a pair of them makes a character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
 
 def read_object(body: bytes, *, fields: Sequence[str], example: str) -> dict[str, Any]:
-    """The body as a JSON object with only `fields`; an empty body is `{}`."""
+    """The body as a JSON object with only `fields`; an empty body is `{}`. Every value fits
+    what the service can store and show: finite doubles, valid Unicode, MAX_DEPTH levels."""
     if not body.strip():
         return {}
     try:
@@ -18,17 +34,72 @@ def read_object(body: bytes, *, fields: Sequence[str], example: str) -> dict[str
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidArgument("body: not valid UTF-8") from None
+    # RFC 8259 lets parsers ignore a byte order mark; some Windows clients send one.
+    text = text.removeprefix("\ufeff")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
+        data = json.loads(text, parse_int=_parse_int, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidArgument(f"body: nested deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as error:
         reason = str(error).split("\n", 1)[0][:200]
         raise InvalidArgument(f"body: not valid JSON ({reason})") from None
+    _check_values(data, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
     if not isinstance(data, dict):
         raise InvalidArgument(f"body: must be a JSON object such as {example}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise InvalidArgument(f"{unknown[0]}: unknown field (known: {', '.join(fields)})")
     return data
+
+
+def _parse_int(text: str) -> int | float:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        # Out of range either way; _check_values names where.
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
+def _refuse_constant(name: str) -> None:
+    # Python's json takes these; JSON (RFC 8259) has no such numbers.
+    raise InvalidArgument(f"body: {name} is not valid JSON")
+
+
+def _check_values(data: Any, *, surrogates: bool) -> None:
+    """Refuses, naming the field, what the service could not store or show back: nesting past
+    MAX_DEPTH, numbers beyond a double, and strings holding lone surrogates (only checked when
+    the text has a surrogate escape: valid UTF-8 cannot hold them otherwise)."""
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict | list):
+            if len(path) >= MAX_DEPTH:
+                raise InvalidArgument(f"body: nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if surrogates and isinstance(key, str) and not _is_unicode(key):
+                    raise InvalidArgument(f"{_where(path)}: a key holds a lone UTF-16 surrogate")
+                pending.append((item, (*path, key)))
+        elif isinstance(value, float | int) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+                raise InvalidArgument(f"{_where(path)}: number out of range (beyond a double)")
+        elif surrogates and isinstance(value, str) and not _is_unicode(value):
+            raise InvalidArgument(f"{_where(path)}: a string holds a lone UTF-16 surrogate")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    """`input.height`, `args.list[2]`; `body` for the body itself."""
+    where = ""
+    for key in path:
+        where += f"[{key}]" if isinstance(key, int) else (f".{key}" if where else key)
+    return where or "body"
 
 
 def optional_object(data: dict[str, Any], name: str) -> dict[str, Any]:
