@@ -45,6 +45,7 @@ FLOWAI_CASES = [
     ("nan-literal", b'{"input": {"height": NaN, "weight": 75}}', 400, "NaN"),
     ("int-5000-digits", b'{"input": {"height": ' + HUGE_INT + b', "weight": 75}}', 400, "input.height"),
     ("int-beyond-double", b'{"input": {"height": 2, "weight": ' + BIG_INT + b"}}", 400, "input.weight"),
+    ("numeric-string-beyond-double", b'{"input": {"height": 2, "weight": "' + BIG_INT + b'"}}', 400, "input.weight"),
     ("lone-surrogate", b'{"input": {"height": "\\ud800", "weight": 75}}', 400, "surrogate"),
     ("surrogate-key", b'{"input": {"\\udfff": 1}}', 400, "surrogate"),
     ("height-array", b'{"input": {"height": [2], "weight": 75}}', 400, "input.height"),
@@ -66,6 +67,7 @@ LINKAI_CASES = [
     ("nested-object", b'{"app_code": "APP", "args": {"height": ' + DEEP_OBJECT + b"}}", 400, "nested deeper than"),
     ("number-1e999", b'{"app_code": "APP", "args": {"height": 1e999, "weight": 75}}', 400, "args.height"),
     ("int-5000-digits", b'{"app_code": "APP", "args": {"height": ' + HUGE_INT + b"}}", 400, "args.height"),
+    ("numeric-string-beyond-double", b'{"app_code": "APP", "args": {"height": "2", "weight": "' + BIG_INT + b'"}}', 400, "input.weight"),
     ("lone-surrogate", b'{"app_code": "APP", "args": {"height": "\\ud800", "weight": "75"}}', 400, "surrogate"),
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 # Doubles represent integers exactly up to here.
 _MAX_EXACT_INT = 2**53
+# Digits of the largest integer a double reaches.
+_MAX_INT_DIGITS = len(str(int(sys.float_info.max)))
 
 
 def validate_inputs(specs: list[InputSpec], raw: object) -> dict[str, Any]:
@@ -71,11 +74,14 @@ def _number(value: object) -> int | float:
     if isinstance(value, bool):  # bool is an int subclass, but true is not 1 here
         raise ValueError(f"expected a number, got {_show(value)}")
     if isinstance(value, int):
-        return value
+        return _within_double(value)
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         text = value.strip()
         if not any(c in text for c in ".eE"):
-            return int(text)
+            # int() gives up past 4300 digits with its own message; doubles end far sooner.
+            if len(text.lstrip("+-")) > _MAX_INT_DIGITS:
+                raise ValueError(_out_of_range(value))
+            return _within_double(int(text))
         value = float(text)
     if not isinstance(value, float):
         raise ValueError(f"expected a number, got {_show(value)}")
@@ -86,6 +92,20 @@ def _number(value: object) -> int | float:
     if value.is_integer() and abs(value) <= _MAX_EXACT_INT:
         return int(value)
     return value
+
+
+def _within_double(value: int) -> int:
+    # Templates mix numbers with floats: a larger integer overflows them (10**400 / 4 raises),
+    # and no other surface could carry it.
+    if abs(value) > sys.float_info.max:
+        raise ValueError(_out_of_range(value))
+    return value
+
+
+def _out_of_range(value: object) -> str:
+    # An int past 4300 digits cannot even be printed (int's own limit).
+    shown = "a larger integer" if isinstance(value, int) else _show(value)
+    return f"expected a number within ±{sys.float_info.max:.1e}, got {shown}"
 
 
 def _boolean(value: object) -> bool:
