@@ -4,6 +4,7 @@ surfaces: `Run`, `RunStream`, FlowAI's and LinkAI's routes all drain the same ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -55,6 +56,16 @@ from flowport.url_inputs import FetchedFile
 InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
 
 
+@dataclass(slots=True)
+class _ActiveRun:
+    """A run executing in this process: the task draining its events, which a cancel call
+    cancels, and whether that is what happened."""
+
+    task: asyncio.Task[Any] | None
+    cancel_requested: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedRun:
     """A run that passed every check and has its row in the database, ready to execute."""
@@ -84,6 +95,8 @@ class RunService:
         self._fetch = FetchPolicy.from_settings(settings)
         # Published versions never change, so each is parsed and compiled once.
         self._compiled: dict[tuple[str, int], CompiledWorkflow] = {}
+        # Runs executing in this process, by id, so a cancel call can reach them.
+        self._active: dict[str, _ActiveRun] = {}
 
     async def prepare(
         self,
@@ -163,6 +176,8 @@ class RunService:
         started = time.perf_counter()
         # Each llm node's text so far: a blocked word is caught as soon as it is generated.
         generated: dict[str, str] = {}
+        active = _ActiveRun(task=asyncio.current_task())
+        self._active[run.run_id] = active
         try:
             async with aclosing(
                 execute(
@@ -193,7 +208,23 @@ class RunService:
                     if recorded:
                         # Leaving the block closes the engine: in-flight nodes are cancelled.
                         return
+        except asyncio.CancelledError:
+            if not active.cancel_requested or active.task is None:
+                raise
+            # A cancel call, not the client leaving: the engine is closed by now, and the
+            # client is still there to be told.
+            active.task.uncancel()
+            cancelled = RunFailed(
+                run_id=run.run_id,
+                node_id=None,
+                error=Cancelled("the run was cancelled by a cancel request"),
+                total_time=time.perf_counter() - started,
+            )
+            await self._record(run, cancelled, nodes)
+            recorded = True
+            yield cancelled
         finally:
+            del self._active[run.run_id]
             if not recorded:
                 cancelled = RunFailed(
                     run_id=run.run_id,
@@ -203,6 +234,19 @@ class RunService:
                 )
                 # Shielded: the task doing this is itself being cancelled.
                 await asyncio.shield(self._record(run, cancelled, nodes))
+            active.finished.set()
+
+    async def cancel(self, run_id: str, *, wait_s: float = 5.0) -> bool:
+        """Cancels a run executing in this process and waits until its outcome is recorded.
+        False if it is not running here."""
+        active = self._active.get(run_id)
+        if active is None or active.task is None:
+            return False
+        active.cancel_requested = True
+        active.task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(active.finished.wait(), wait_s)
+        return True
 
     async def run_to_end(self, run: PreparedRun) -> RunSucceeded:
         """Drains the same events a stream would send; a failed run raises its error."""

@@ -88,14 +88,15 @@ class FakeLlm:
 
     def set_reply(
         self,
-        tokens: list[str],
+        tokens: list[str] | None,
         reasoning: list[str] | None = None,
         delay_s: float = 0.0,
         status: int = 200,
         first_token_delay_s: float = 0.0,
         pause_after: int | None = None,
     ) -> None:
-        """Scripts every following reply: `reasoning` chunks, then `tokens`, `delay_s` apart.
+        """Scripts every following reply: `reasoning` chunks, then `tokens` (None: echo the
+        last user message), `delay_s` apart.
 
         `status` other than 200 answers with an OpenAI-style error instead. With
         `pause_after=n` the stream stops after n chunks until `release()`; a test uses
@@ -104,7 +105,7 @@ class FakeLlm:
         self.release()  # never strand a stream held by the previous script
         with self._lock:
             self._reply = _Reply(
-                tokens=list(tokens),
+                tokens=None if tokens is None else list(tokens),
                 reasoning=list(reasoning or []),
                 delay_s=delay_s,
                 status=status,

@@ -20,8 +20,22 @@ class RunsServicer(runs_pb2_grpc.RunsServicer):
         self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.Run:
         caller = await self._services.caller(context)
+        return await self._load(caller.account_id, request.run_id)
+
+    @translate_errors
+    async def CancelRun(
+        self, request: runs_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        caller = await self._services.caller(context)
+        run = await self._load(caller.account_id, request.run_id)
+        if run.status != "running":
+            return run
+        await self._services.runs.cancel(run.id)
+        return await self._load(caller.account_id, request.run_id)
+
+    async def _load(self, account_id: str, run_id: str) -> runs_pb2.Run:
         async with self._services.db.session() as session:
-            run, nodes = await get_run(session, account_id=caller.account_id, run_id=request.run_id)
+            run, nodes = await get_run(session, account_id=account_id, run_id=run_id)
         return runs_pb2.Run(
             id=run.id,
             workflow_id=run.workflow_id,

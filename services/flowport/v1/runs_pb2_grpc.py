@@ -40,6 +40,11 @@ class RunsStub:
                 request_serializer=flowport_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/flowport.v1.Runs/CancelRun',
+                request_serializer=flowport_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class RunsServicer:
@@ -54,12 +59,28 @@ class RunsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRun(self, request, context):
+        """Cancels a run in progress, blocking or streaming, from any connection: its LLM and HTTP
+        calls are closed, a stream ends with an error event saying so, and the run is recorded
+        `cancelled`. Answers the run as recorded; a run that already ended is answered unchanged.
+        Any key of the run's account may cancel it.
+        Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
                     request_deserializer=flowport_dot_v1_dot_runs__pb2.GetRunRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=flowport_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
     }
@@ -90,6 +111,33 @@ class Runs:
             target,
             '/flowport.v1.Runs/GetRun',
             flowport_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
+            flowport_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Runs/CancelRun',
+            flowport_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
             flowport_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,
