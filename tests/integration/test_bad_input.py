@@ -3,6 +3,7 @@ or a leaked exception, and the service answers the next call as usual."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import httpx
@@ -71,6 +72,36 @@ LINKAI_CASES = [
     ("lone-surrogate", b'{"app_code": "APP", "args": {"height": "\\ud800", "weight": "75"}}', 400, "surrogate"),
 ]
 
+# Typed and management routes: the transcoder parses these bodies, so some messages are Envoy's.
+MANAGEMENT_CASES = [
+    ("keys-not-json", "POST", "/v1/keys", b"{not json", "key:value"),
+    ("keys-null", "POST", "/v1/keys", b"null", "Root element"),
+    ("keys-array", "POST", "/v1/keys", b"[1, 2]", "Root element"),
+    ("keys-name-number", "POST", "/v1/keys", b'{"name": 5}', "name"),
+    ("keys-name-object", "POST", "/v1/keys", b'{"name": {"a": 1}}', "name"),
+    ("keys-scopes-numbers", "POST", "/v1/keys", b'{"name": "k", "scopes": [1]}', "scopes"),
+    ("keys-unknown-scope", "POST", "/v1/keys", b'{"name": "k", "scopes": ["root"]}', "scopes[0]"),
+    ("keys-name-too-long", "POST", "/v1/keys", b'{"name": "' + b"x" * 101 + b'"}', "name"),
+    ("keys-not-utf8", "POST", "/v1/keys", b'{"name": "\xff"}', "UTF-8"),
+    ("keys-nested-100k", "POST", "/v1/keys", b"[" * 100_000, "too deep"),
+    ("keys-number-1e999", "POST", "/v1/keys", b'{"name": 1e999}', "range of double"),
+    ("keys-int-5000-digits", "POST", "/v1/keys", b'{"name": ' + HUGE_INT + b"}", "range of double"),
+    ("keys-lone-surrogate", "POST", "/v1/keys", b'{"name": "\\ud800"}', "surrogate"),
+    ("workflows-empty", "POST", "/v1/workflows", b"", "name: required"),
+    ("workflows-array", "POST", "/v1/workflows", b"[1, 2]", "list"),
+    ("workflows-name-number", "POST", "/v1/workflows", b'{"name": 5, "nodes": []}', "name"),
+    ("workflows-nodes-string", "POST", "/v1/workflows", b'{"name": "x", "nodes": "all"}', "nodes"),
+    ("workflows-nested-100k", "POST", "/v1/workflows", b'{"name": ' + b"[" * 100_000, "too deep"),
+    ("workflows-int-5000-digits", "POST", "/v1/workflows", b'{"name": "x", "v": ' + HUGE_INT + b"}", "range of double"),
+    ("workflows-not-utf8", "POST", "/v1/workflows", b'{"name": "\xc3\x28"}', "UTF-8"),
+    ("workflow-put-array", "PUT", "/v1/workflows/{id}", b"[1]", "list"),
+    ("workflow-put-null", "PUT", "/v1/workflows/{id}", b"null", "name: required"),
+    ("publish-null", "POST", "/v1/workflows/{id}:publish", b"null", "Root element"),
+    ("publish-other-id", "POST", "/v1/workflows/{id}:publish", b'{"id": "wf_other"}', "conflicting"),
+    ("run-input-array", "POST", "/v1/workflows/{id}:run", b'{"input": [1]}', "list"),
+    ("run-session-number", "POST", "/v1/workflows/{id}:run", b'{"session_id": 7}', "session_id"),
+    ("run-lone-surrogate", "POST", "/v1/workflows/{id}:run", b'{"input": {"height": "\\ud800"}}', "surrogate"),
+]
 # fmt: on
 
 
@@ -125,6 +156,22 @@ def test_linkai_route(api: Api, bmi: str, body: bytes, status: int, named: str) 
     _keeps_serving(api, bmi)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "named"),
+    [pytest.param(*case[1:], id=case[0]) for case in MANAGEMENT_CASES],
+)
+def test_management_routes(
+    api: Api, bmi: str, method: str, path: str, body: bytes, named: str
+) -> None:
+    path = path.replace("{id}", bmi)
+
+    response = api.http.request(method, path, content=body, headers=api.headers)
+
+    assert named in _message(response, 400, ["code", "message", "details"])
+    assert response.json()["details"] == []
+    _keeps_serving(api, bmi)
+
+
 def test_the_deepest_run_input_accepted_stays_readable(api: Api) -> None:
     """What a run accepts, its record can show: GET /v1/runs answers with a Struct, so the
     body's nesting stops where a Struct's does."""
@@ -171,3 +218,20 @@ def _nested(levels: int) -> dict[str, Any]:
         value = {"a": value}
     return value
 
+
+def test_linkai_envelope_stays_json_for_any_path(api: Api) -> None:
+    """Envoy's own replies on LinkAI's paths are in its envelope, valid JSON even when the
+    path holds a quote (HTTP clients escape it; a raw socket need not)."""
+    host, port = api.http.base_url.host, api.http.base_url.port
+    request = b'POST /v1/workflow/run/a"b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n'
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(request + b"Connection: close\r\n\r\n{}")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 404 "), head
+    envelope = httpx.Response(404, content=body).json()
+    assert list(envelope) == ["success", "code", "message", "data"]
+    assert (envelope["success"], envelope["code"], envelope["data"]) == (False, 404, None)
