@@ -51,15 +51,12 @@ class Authenticator:
             raise Unauthenticated(
                 "missing API key: send `X-API-KEY: <key>` or `Authorization: Bearer <key>`"
             )
-        async with self._db.session() as session:
-            key = await find_api_key(session, secret=secret)
-            if key is None or key.revoked:
-                # One message for unknown and revoked keys: it tells an attacker nothing.
-                raise Unauthenticated("invalid API key")
-            now = time.monotonic()
-            if now - self._last_touched.get(key.id, -LAST_USED_RESOLUTION_S) >= (
-                LAST_USED_RESOLUTION_S
-            ):
-                self._last_touched[key.id] = now
-                await touch_api_key(session, key_id=key.id)
+        key = await self._db.run(lambda session: find_api_key(session, secret=secret))
+        if key is None or key.revoked:
+            # One message for unknown and revoked keys: it tells an attacker nothing.
+            raise Unauthenticated("invalid API key")
+        now = time.monotonic()
+        if now - self._last_touched.get(key.id, -LAST_USED_RESOLUTION_S) >= LAST_USED_RESOLUTION_S:
+            self._last_touched[key.id] = now
+            await self._db.run(lambda session: touch_api_key(session, key_id=key.id))
         return Principal(account_id=key.account_id, key_id=key.id, scopes=frozenset(key.scopes))

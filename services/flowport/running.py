@@ -12,6 +12,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from flowport import url_inputs
 from flowport.auth import Principal
 from flowport.engine import (
@@ -23,6 +25,7 @@ from flowport.engine import (
     RunFailed,
     RunSucceeded,
     Token,
+    WorkflowLoader,
     compile_workflow,
     execute,
     parse_definition,
@@ -34,6 +37,7 @@ from flowport.errors import (
     ContentBlocked,
     CreditsExhausted,
     FlowportError,
+    NotFound,
     PermissionDenied,
 )
 from flowport.ids import new_id
@@ -77,6 +81,8 @@ class PreparedRun:
     inputs: dict[str, Any]
     # The session's earlier turns as chat messages, for nodes with `memory: true`.
     history: Sequence[ChatMessage] = field(default_factory=tuple)
+    # The account owning the workflow: its workflow nodes run that account's workflows.
+    owner_id: str = ""
 
 
 class RunService:
@@ -111,8 +117,9 @@ class RunService:
         The checks run in the order LinkAI's error codes imply: scope, workflow, visibility,
         input, content policy, and only then a credit is spent."""
         principal.require("run")
-        async with self._db.session() as session:
-            workflow, version = await get_published_workflow(session, workflow_id=workflow_id)
+        workflow, version = await self._db.run(
+            lambda session: get_published_workflow(session, workflow_id=workflow_id)
+        )
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
             raise PermissionDenied(f"workflow {workflow_id} is private to another account")
         compiled = self._compile(workflow.id, version.version, version.definition)
@@ -126,27 +133,25 @@ class RunService:
         self._policy.check_inputs(
             {name: value.text for name, value in inputs.items() if isinstance(value, FetchedFile)}
         )
-        async with self._db.session() as session:
+        run_id = new_id("run", 20)
+        memory_session = session_id if _uses_memory(compiled) else None
+        session_id = session_id or new_id("sess", 20)
+
+        async def begin(session: AsyncSession) -> Sequence[ChatMessage]:
+            """Spends the credit, reads the memory and writes the run's row: one session."""
             if not await spend_credit(session, account_id=principal.account_id):
                 raise CreditsExhausted("this account's run credits are used up")
-            history: Sequence[ChatMessage] = ()
-            if session_id and _uses_memory(compiled):
+            history: list[ChatMessage] = []
+            if memory_session:
                 turns = await recent_turns(
                     session,
                     account_id=principal.account_id,
-                    session_id=session_id,
+                    session_id=memory_session,
                     ttl_s=self._settings.session_ttl_s,
                 )
-                history = [
-                    message
-                    for turn in turns
-                    for message in (
-                        ChatMessage(role="user", content=turn.user),
-                        ChatMessage(role="assistant", content=turn.assistant),
-                    )
-                ]
-            run_id = new_id("run", 20)
-            session_id = session_id or new_id("sess", 20)
+                for turn in turns:
+                    history.append(ChatMessage(role="user", content=turn.user))
+                    history.append(ChatMessage(role="assistant", content=turn.assistant))
             # The row exists before the first node starts, so no run is ever unaccounted for.
             await create_run(
                 session,
@@ -158,6 +163,9 @@ class RunService:
                 inputs=inputs,
                 session_id=session_id,
             )
+            return history
+
+        history = await self._db.run(begin)
         return PreparedRun(
             run_id=run_id,
             account_id=principal.account_id,
@@ -165,6 +173,7 @@ class RunService:
             workflow=compiled,
             inputs=inputs,
             history=history,
+            owner_id=workflow.account_id,
         )
 
     async def events(self, run: PreparedRun) -> AsyncIterator[RunEvent]:
@@ -188,6 +197,8 @@ class RunService:
                     llm=self._llm,
                     default_model=self._settings.llm_model,
                     history=run.history,
+                    load_workflow=self._loader(run.owner_id),
+                    fetch_policy=self._fetch,
                 )
             ) as stream:
                 async for event in stream:
@@ -232,8 +243,8 @@ class RunService:
                     error=Cancelled("the run was cancelled: the client went away"),
                     total_time=time.perf_counter() - started,
                 )
-                # Shielded: the task doing this is itself being cancelled.
-                await asyncio.shield(self._record(run, cancelled, nodes))
+                # Database.run finishes the write even though this task is being cancelled.
+                await self._record(run, cancelled, nodes)
             active.finished.set()
 
     async def cancel(self, run_id: str, *, wait_s: float = 5.0) -> bool:
@@ -256,6 +267,21 @@ class RunService:
             if isinstance(event, RunFailed):
                 raise event.error
         raise FlowportError("the run ended without an outcome")
+
+    def _loader(self, account_id: str) -> WorkflowLoader:
+        """What workflow nodes run: the newest published version of a workflow of
+        `account_id`, compiled through the same cache."""
+
+        async def load(workflow_id: str) -> CompiledWorkflow:
+            workflow, version = await self._db.run(
+                lambda session: get_published_workflow(session, workflow_id=workflow_id)
+            )
+            if workflow.account_id != account_id:
+                # The same answer as for no such workflow: other accounts' ids stay unknown.
+                raise NotFound(f"workflow {workflow_id} not found")
+            return self._compile(workflow.id, version.version, version.definition)
+
+        return load
 
     def _blocked(self, event: RunEvent, generated: dict[str, str]) -> ContentBlocked | None:
         if not self._policy.active:
@@ -289,7 +315,8 @@ class RunService:
         else:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
-        async with self._db.session() as session:
+
+        async def record(session: AsyncSession) -> None:
             await finish_run(
                 session,
                 run_id=run.run_id,
@@ -309,6 +336,8 @@ class RunService:
                     user=_turn_text(run.workflow.in_node.inputs, run.inputs),
                     assistant=outcome.output,
                 )
+
+        await self._db.run(record)
 
 
 def _uses_memory(workflow: CompiledWorkflow) -> bool:

@@ -24,14 +24,6 @@ DOCUMENTED_API = "https://api.example.com"
 # The id the workflow example uses for the BMI example; the test publishes it first.
 DOCUMENTED_BMI_ID = "wf_bmi_example"
 
-# running.py passes `load_workflow` and `fetch_policy` to execute() in the lead's change;
-# until then workflow nodes fail with Unavailable and http nodes cannot reach 127.0.0.1.
-# strict: the day they pass, these marks must go.
-NEEDS_WIRING = pytest.mark.xfail(
-    strict=True, reason="RunService does not pass load_workflow/fetch_policy to execute() yet"
-)
-WIRED_LATER = {"http", "workflow"}
-
 
 def documented_runs() -> dict[str, dict[str, Any]]:
     """The ```json run blocks of docs/nodes.md, by example name."""
@@ -81,13 +73,7 @@ def test_every_node_kind_has_one_example_and_one_documented_run() -> None:
     assert set(documented_runs()) == files
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=[NEEDS_WIRING] if name in WIRED_LATER else [])
-        for name in sorted(documented_runs())
-    ],
-)
+@pytest.mark.parametrize("name", sorted(documented_runs()))
 def test_documented_example_gives_its_documented_output(
     name: str, api: Api, fake_llm: FakeLlm, fake_http: FakeHttp
 ) -> None:
@@ -161,7 +147,6 @@ def test_the_run_record_shows_skips_and_usage_per_node(
     }
 
 
-@NEEDS_WIRING
 def test_a_workflow_node_cannot_run_another_accounts_workflow(
     api: Api, stack: Stack, fake_http: FakeHttp
 ) -> None:

@@ -43,6 +43,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
             total_time=result.total_time,
             run_id=result.run_id,
             session_id=run.session_id,
+            usage=usage_message(result.usage),
         )
 
     @translate_errors

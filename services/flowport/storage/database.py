@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -75,6 +75,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+T = TypeVar("T")
+
+
 class Database:
     """One database: sessions for the data functions, and its schema's migrations."""
 
@@ -92,7 +95,19 @@ class Database:
         """
         async_url, sync_url = normalize_url(url)
         connect_args = connect_args or {}
-        engine = create_async_engine(async_url, connect_args=dict(connect_args))
+        if async_url.get_backend_name() == "sqlite":
+            # One connection: SQLite has one writer at a time, and connections of one process
+            # contending for it would wait in SQLite's busy back-off (sleeps of up to 100 ms)
+            # instead of queueing here for a fraction of a millisecond each.
+            engine = create_async_engine(
+                async_url,
+                connect_args=dict(connect_args),
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=60,
+            )
+        else:
+            engine = create_async_engine(async_url, connect_args=dict(connect_args))
         if engine.dialect.name == "sqlite":
             # A file database only: migrations use a second engine, which :memory: cannot share.
             if async_url.database:
@@ -115,6 +130,17 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session:
             yield session
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Runs `work` in a session of its own to the end, even if the caller is cancelled (a
+        client that went away): a transaction cut off halfway would keep its connection, and
+        with it SQLite's write lock, busy. The service's request paths go through here."""
+
+        async def whole() -> T:
+            async with self.session() as session:
+                return await work(session)
+
+        return await asyncio.shield(whole())
 
     async def migrate(self, revision: str = "head") -> None:
         """Brings the schema to the newest revision (`alembic upgrade head`)."""
