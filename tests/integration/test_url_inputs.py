@@ -108,3 +108,36 @@ def test_image_urls_pass_the_same_guard(api: Api) -> None:
     assert refused.status_code == 400
     assert "input.input_image" in refused.json()["message"]
     assert accepted.json()["output"] == "got http://127.0.0.1:9/cat.png"
+
+
+def test_linkai_input_image_reaches_the_llm_as_an_image_part(api: Api, fake_llm) -> None:
+    workflow_id = api.publish(
+        {
+            "name": "Look",
+            "nodes": [
+                {
+                    "id": "start",
+                    "type": "in",
+                    "inputs": [
+                        {"name": "input_text", "type": "text", "required": True},
+                        {"name": "input_image", "type": "image"},
+                    ],
+                },
+                {"id": "look", "type": "llm", "prompt": "{{ input_text }}"},
+                {"id": "end", "type": "out", "output": "{{ look.output }}"},
+            ],
+            "edges": [{"from": "start", "to": "look"}, {"from": "look", "to": "end"}],
+        }
+    )
+    image = "http://127.0.0.1:9/cat.png"
+
+    response = api.post(
+        "/v1/workflow/run",
+        {"app_code": workflow_id, "args": {"input_text": "what is this?", "input_image": image}},
+    )
+
+    assert response.status_code == 200, response.text
+    assert fake_llm.requests[-1]["messages"][-1]["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": image}},
+    ]

@@ -17,9 +17,18 @@ from flowport.settings import Settings
 NO_PROVIDER = "no LLM provider configured: set FLOWPORT_LLM_BASE_URL"
 
 
+class ContentPart(TypedDict, total=False):
+    """One part of a message with images, in OpenAI's format: text or an image URL."""
+
+    type: Literal["text", "image_url"]
+    text: str
+    image_url: dict[str, str]
+
+
 class ChatMessage(TypedDict):
     role: Literal["system", "user", "assistant"]
-    content: str
+    # Plain text, or parts when the message carries images.
+    content: str | list[ContentPart]
 
 
 class TokenUsage(TypedDict):
