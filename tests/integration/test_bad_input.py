@@ -267,6 +267,33 @@ def test_paths_that_are_not_utf8(api: Api, method: str, path: str) -> None:
     assert not any(word in response.text for word in INTERNALS), response.text
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a header name HTTP allows but gRPC metadata does not (`&`, `~`, `!`, `#`) is passed "
+    "on by Envoy and refused by grpc's core: 500 'Illegal header key'; fix belongs in Envoy's "
+    "request path (flowport.lua dropping such headers)",
+)
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("GET", "/v1/keys", None, id="keys"),
+        pytest.param("POST", "/v1/api/workflow/run/{id}", b'{"input": {"height": 2, "weight": 80}}', id="flowai"),
+        pytest.param("POST", "/v1/workflow/run", b'{"app_code": "{id}", "args": {"height": 2, "weight": 80}}', id="linkai"),
+    ],
+)  # fmt: skip
+def test_a_header_name_grpc_cannot_carry_is_ignored(
+    api: Api, bmi: str, method: str, path: str, body: bytes | None
+) -> None:
+    response = api.http.request(
+        method,
+        path.replace("{id}", bmi),
+        content=body.replace(b"{id}", bmi.encode()) if body else None,
+        headers={**api.headers, "x-trace&id": "1"},
+    )
+
+    assert response.status_code == 200, response.text
+
+
 def test_linkai_envelope_stays_json_for_any_path(api: Api) -> None:
     """Envoy's own replies on LinkAI's paths are in its envelope, valid JSON even when the
     path holds a quote (HTTP clients escape it; a raw socket need not)."""
