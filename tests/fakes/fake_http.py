@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 
 from aiohttp import web
+
+from tests.fakes.threaded_server import ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Seen:
     body: str
 
 
-class FakeHttp:
+class FakeHttp(ThreadedServer):
     """Routes (any method):
 
     - `/echo`: 200 with JSON {"method", "path", "query", "headers", "body"}
@@ -35,7 +36,10 @@ class FakeHttp:
     Records every request in `requests`.
     """
 
+    thread_name = "fake-http"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._requests: list[Seen] = []
@@ -44,46 +48,13 @@ class FakeHttp:
         self._max_in_flight = 0
         self._disconnects = 0
         self.together_parties = 2
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._gate: asyncio.Event | None = None
         self._all_in: asyncio.Event | None = None
         self.base_url = ""
-        self.port = 0
 
     def start(self) -> str:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-http", daemon=True)
-        self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://127.0.0.1:{self.start_server()}"
         return self.base_url
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        self.release()
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeHttp:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -96,13 +67,12 @@ class FakeHttp:
             self._max_in_flight = 0
             self._disconnects = 0
             self.together_parties = 2
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._new_gate(), self._loop).result(timeout=10)
+        self.run(self._new_gate())
 
     def release(self) -> None:
         """Lets `/together` and `/hang` requests answer."""
-        if self._loop is not None and self._gate is not None:
-            self._loop.call_soon_threadsafe(self._gate.set)
+        if self._gate is not None:
+            self.call_soon(self._gate.set)
 
     @property
     def requests(self) -> list[Seen]:
@@ -134,14 +104,11 @@ class FakeHttp:
         self._gate = asyncio.Event()
         self._all_in = asyncio.Event()
 
-    async def _serve(self) -> int:
+    async def on_start(self) -> None:
         await self._new_gate()
-        app = web.Application()
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        return int(self._runner.addresses[0][1])
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.text()

@@ -7,10 +7,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.threaded_server import ThreadedServer
 
 
 @dataclass
@@ -25,7 +26,7 @@ class _Reply:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class FakeLlm:
+class FakeLlm(ThreadedServer):
     """Serves `POST /v1/chat/completions`, streaming (SSE) or not, on 127.0.0.1.
 
     Runs its own event loop in a daemon thread, so a test's loop (or none) is free.
@@ -36,53 +37,24 @@ class FakeLlm:
     (`token_times`, time.time()) and clients that went away mid-stream (`disconnects`).
     """
 
+    thread_name = "fake-llm"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._disconnected = threading.Condition(self._lock)
         self._reply = _Reply(tokens=None)
         self._requests: list[dict[str, Any]] = []
         self._token_times: list[float] = []
         self._disconnects = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self.base_url = ""
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> str:
         """Starts the server on a free port; returns its base URL (ending in /v1)."""
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-llm", daemon=True)
-        self._thread.start()
-        port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.base_url = f"http://127.0.0.1:{self.start_server()}/v1"
         return self.base_url
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        self.release()
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeLlm:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- script ----------------------------------------------------------------------
 
@@ -126,8 +98,7 @@ class FakeLlm:
         """Lets streams held by `pause_after` go on."""
         with self._lock:
             gate = self._reply.gate
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(gate.set)
+        self.call_soon(gate.set)
 
     # -- what happened ---------------------------------------------------------------
 
@@ -153,14 +124,8 @@ class FakeLlm:
 
     # -- server ----------------------------------------------------------------------
 
-    async def _serve(self) -> int:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
-        # Cancel the handler when its client disconnects, as a real provider stops work.
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        return int(self._runner.addresses[0][1])
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
