@@ -29,3 +29,9 @@ class Services:
         principal = await self.auth.authenticate(key_from_metadata(metadata))
         await self.limiter.check(principal.key_id)
         return principal
+
+    async def admin(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The caller, who must hold the admin scope (every management call)."""
+        principal = await self.caller(context)
+        principal.require("admin")
+        return principal

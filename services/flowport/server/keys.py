@@ -23,8 +23,7 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
     async def CreateApiKey(
         self, request: keys_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> keys_pb2.CreateApiKeyResponse:
-        caller = await self._services.caller(context)
-        caller.require("admin")
+        caller = await self._services.admin(context)
         name = request.name.strip()
         if not name:
             raise InvalidArgument("name: required")
@@ -36,10 +35,11 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
                 raise InvalidArgument(
                     f"scopes[{index}]: unknown scope {scope!r} (known: {', '.join(SCOPES)})"
                 )
-        async with self._services.db.session() as session:
-            key, secret = await create_api_key(
+        key, secret = await self._services.db.run(
+            lambda session: create_api_key(
                 session, account_id=caller.account_id, name=name, scopes=scopes
             )
+        )
         return keys_pb2.CreateApiKeyResponse(
             id=key.id,
             name=key.name,
@@ -53,10 +53,10 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
     async def ListApiKeys(
         self, request: keys_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
     ) -> keys_pb2.ListApiKeysResponse:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        async with self._services.db.session() as session:
-            keys = await list_api_keys(session, account_id=caller.account_id)
+        caller = await self._services.admin(context)
+        keys = await self._services.db.run(
+            lambda session: list_api_keys(session, account_id=caller.account_id)
+        )
         return keys_pb2.ListApiKeysResponse(
             keys=[
                 keys_pb2.ApiKey(
@@ -76,8 +76,8 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
     async def DeleteApiKey(
         self, request: keys_pb2.DeleteApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> keys_pb2.DeleteApiKeyResponse:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        async with self._services.db.session() as session:
-            await revoke_api_key(session, account_id=caller.account_id, key_id=request.id)
+        caller = await self._services.admin(context)
+        await self._services.db.run(
+            lambda session: revoke_api_key(session, account_id=caller.account_id, key_id=request.id)
+        )
         return keys_pb2.DeleteApiKeyResponse()

@@ -34,8 +34,9 @@ class RunsServicer(runs_pb2_grpc.RunsServicer):
         return await self._load(caller.account_id, request.run_id)
 
     async def _load(self, account_id: str, run_id: str) -> runs_pb2.Run:
-        async with self._services.db.session() as session:
-            run, nodes = await get_run(session, account_id=account_id, run_id=run_id)
+        run, nodes = await self._services.db.run(
+            lambda session: get_run(session, account_id=account_id, run_id=run_id)
+        )
         return runs_pb2.Run(
             id=run.id,
             workflow_id=run.workflow_id,

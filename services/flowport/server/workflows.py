@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.engine import parse_definition
 from flowport.server.context import Services
@@ -29,74 +31,80 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
     async def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.Workflow:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        definition = from_struct(request.definition)
-        parsed = parse_definition(definition)
-        async with self._services.db.session() as session:
-            workflow = await create_workflow(
-                session,
-                account_id=caller.account_id,
-                name=parsed.name,
-                visibility=parsed.visibility,
-                definition=definition,
-            )
-        return _workflow(workflow, definition=workflow.draft)
+        caller = await self._services.admin(context)
+        return await self._save(caller.account_id, request.definition, workflow_id=None)
 
     @translate_errors
     async def UpdateWorkflow(
         self, request: workflows_pb2.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.Workflow:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        definition = from_struct(request.definition)
-        parsed = parse_definition(definition)
-        async with self._services.db.session() as session:
-            workflow = await update_workflow_draft(
-                session,
-                account_id=caller.account_id,
-                workflow_id=request.id,
-                name=parsed.name,
-                visibility=parsed.visibility,
-                definition=definition,
-            )
-        return _workflow(workflow, definition=workflow.draft)
+        caller = await self._services.admin(context)
+        return await self._save(caller.account_id, request.definition, workflow_id=request.id)
 
     @translate_errors
     async def PublishWorkflow(
         self, request: workflows_pb2.PublishWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.PublishWorkflowResponse:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        async with self._services.db.session() as session:
-            version = await publish_workflow(
+        caller = await self._services.admin(context)
+        version = await self._services.db.run(
+            lambda session: publish_workflow(
                 session, account_id=caller.account_id, workflow_id=request.id
             )
+        )
         return workflows_pb2.PublishWorkflowResponse(id=request.id, version=version.version)
 
     @translate_errors
     async def GetWorkflow(
         self, request: workflows_pb2.GetWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.Workflow:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        async with self._services.db.session() as session:
-            workflow = await get_workflow(
+        caller = await self._services.admin(context)
+        workflow = await self._services.db.run(
+            lambda session: get_workflow(
                 session, account_id=caller.account_id, workflow_id=request.id
             )
+        )
         return _workflow(workflow, definition=workflow.draft)
 
     @translate_errors
     async def ListWorkflows(
         self, request: workflows_pb2.ListWorkflowsRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.ListWorkflowsResponse:
-        caller = await self._services.caller(context)
-        caller.require("admin")
-        async with self._services.db.session() as session:
-            workflows = await list_workflows(session, account_id=caller.account_id)
+        caller = await self._services.admin(context)
+        workflows = await self._services.db.run(
+            lambda session: list_workflows(session, account_id=caller.account_id)
+        )
         return workflows_pb2.ListWorkflowsResponse(
             workflows=[_workflow(workflow, definition=None) for workflow in workflows]
         )
+
+    async def _save(
+        self, account_id: str, message: struct_pb2.Struct, *, workflow_id: str | None
+    ) -> workflows_pb2.Workflow:
+        """Validates a definition, then saves it as a new workflow or as a new draft."""
+        definition = from_struct(message)
+        parsed = parse_definition(definition)
+        name, visibility = parsed.name, parsed.visibility
+
+        async def save(session: AsyncSession) -> Workflow:
+            if workflow_id is None:
+                return await create_workflow(
+                    session,
+                    account_id=account_id,
+                    name=name,
+                    visibility=visibility,
+                    definition=definition,
+                )
+            return await update_workflow_draft(
+                session,
+                account_id=account_id,
+                workflow_id=workflow_id,
+                name=name,
+                visibility=visibility,
+                definition=definition,
+            )
+
+        workflow = await self._services.db.run(save)
+        return _workflow(workflow, definition=workflow.draft)
 
 
 def _workflow(workflow: Workflow, *, definition: dict[str, Any] | None) -> workflows_pb2.Workflow:
