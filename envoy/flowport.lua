@@ -5,6 +5,17 @@
 -- so that errors can be rendered for the surface the client speaks.
 function envoy_on_request(handle)
   local headers = handle:headers()
+  -- gRPC metadata keys are [0-9a-z_.-]; HTTP allows more (`&`, `!`, `#`...), and grpc's core
+  -- refuses the whole call for one such header. None of them means anything to Flowport.
+  local illegal = {}
+  for name, _ in pairs(headers) do
+    if string.sub(name, 1, 1) ~= ":" and not string.find(name, "^[0-9a-z_.-]+$") then
+      table.insert(illegal, name)
+    end
+  end
+  for _, name in ipairs(illegal) do
+    headers:remove(name)
+  end
   local content_type = headers:get("content-type") or ""
   if string.sub(content_type, 1, 16) == "application/grpc" then
     headers:remove("x-flowport-surface")

@@ -219,12 +219,6 @@ def _nested(levels: int) -> dict[str, Any]:
     return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Struct nested past ~33 levels passes Envoy's transcoder but not the service's "
-    "protobuf decoder (upb's 100-level limit); grpc.aio answers UNKNOWN with the DecodeError: "
-    "fix belongs in server/ (or the protos taking raw bodies)",
-)
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -246,12 +240,6 @@ def test_deep_struct_bodies_on_transcoded_routes(
     assert "deep" in _message(response, 400, ["code", "message", "details"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a path segment that percent-decodes to invalid UTF-8 reaches the service as a "
-    "string field that protobuf refuses to decode (500 with the DecodeError); fix belongs in "
-    "Envoy's request path (flowport.lua) or server/",
-)
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -267,12 +255,6 @@ def test_paths_that_are_not_utf8(api: Api, method: str, path: str) -> None:
     assert not any(word in response.text for word in INTERNALS), response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a header name HTTP allows but gRPC metadata does not (`&`, `~`, `!`, `#`) is passed "
-    "on by Envoy and refused by grpc's core: 500 'Illegal header key'; fix belongs in Envoy's "
-    "request path (flowport.lua dropping such headers)",
-)
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [

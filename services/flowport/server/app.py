@@ -20,6 +20,7 @@ from flowport.policy import ContentPolicy
 from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.server.context import Services
+from flowport.server.decoding import UndecodableRequests
 from flowport.server.flowai import FlowAiServicer
 from flowport.server.keys import ApiKeysServicer
 from flowport.server.linkai import LinkAiServicer
@@ -101,10 +102,11 @@ async def create_server(settings: Settings, *, port: int | None = None) -> Flowp
         ),
     )
     server = grpc.aio.server(
+        interceptors=[UndecodableRequests()],
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", settings.max_body_bytes + 65536),
-        ]
+        ],
     )
     runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), server)
     flowai_pb2_grpc.add_FlowAiServicer_to_server(FlowAiServicer(services), server)
