@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import coredis
 
 from flowport.errors import MissingScope, Unauthenticated
 from flowport.storage import Database, find_api_key, touch_api_key
@@ -13,6 +16,13 @@ SCOPES = ("admin", "run")
 # last_used_at is written at most this often per key, so a busy key does not cost
 # a database write on every call.
 LAST_USED_RESOLUTION_S = 60.0
+# A key found in the database is trusted this long without asking again: a key revoked by
+# another process (the CLI, a replica without Redis) is refused within this time.
+CACHE_TTL_S = 1.0
+# Beyond this many cached keys the cache starts over, so unknown callers cannot grow it.
+CACHE_MAX_KEYS = 10_000
+# Bumped in Redis by every revocation, so replicas sharing Redis drop their cached keys at once.
+REDIS_EPOCH_KEY = "flowport:auth:epoch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +51,70 @@ def key_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str | None
     return bearer
 
 
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal
+    expires: float  # time.monotonic()
+    epoch: int  # the revocation epoch it was read in (0 without Redis)
+
+
 class Authenticator:
-    def __init__(self, db: Database) -> None:
+    """Keys checked against the database, then cached for CACHE_TTL_S by their digest. A key
+    revoked through this process is dropped at once (`forget`); with a Redis URL every
+    replica sees a revocation on its next call, through a shared epoch."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        redis_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
+        self._clock = clock
         self._last_touched: dict[str, float] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._redis = coredis.Redis.from_url(redis_url) if redis_url else None
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthenticated(
                 "missing API key: send `X-API-KEY: <key>` or `Authorization: Bearer <key>`"
             )
-        key = await self._db.run(lambda session: find_api_key(session, secret=secret))
-        if key is None or key.revoked:
-            # One message for unknown and revoked keys: it tells an attacker nothing.
-            raise Unauthenticated("invalid API key")
-        now = time.monotonic()
-        if now - self._last_touched.get(key.id, -LAST_USED_RESOLUTION_S) >= LAST_USED_RESOLUTION_S:
-            self._last_touched[key.id] = now
-            await self._db.run(lambda session: touch_api_key(session, key_id=key.id))
-        return Principal(account_id=key.account_id, key_id=key.id, scopes=frozenset(key.scopes))
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        # Read before the database, so a revocation in between makes this entry stale at once.
+        epoch = await self._epoch()
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached is not None and cached.expires > now and cached.epoch == epoch:
+            principal = cached.principal
+        else:
+            key = await self._db.run(lambda session: find_api_key(session, secret=secret))
+            if key is None or key.revoked:
+                self._cache.pop(digest, None)
+                # One message for unknown and revoked keys: it tells an attacker nothing.
+                raise Unauthenticated("invalid API key")
+            principal = Principal(
+                account_id=key.account_id, key_id=key.id, scopes=frozenset(key.scopes)
+            )
+            if len(self._cache) >= CACHE_MAX_KEYS:
+                self._cache.clear()
+            self._cache[digest] = _Cached(principal, now + CACHE_TTL_S, epoch)
+        key_id = principal.key_id
+        if now - self._last_touched.get(key_id, -LAST_USED_RESOLUTION_S) >= LAST_USED_RESOLUTION_S:
+            self._last_touched[key_id] = now
+            await self._db.run(lambda session: touch_api_key(session, key_id=key_id))
+        return principal
+
+    async def forget(self, key_id: str) -> None:
+        """The key was revoked: refused from the next call on, here and on every replica
+        sharing Redis (the others within CACHE_TTL_S)."""
+        self._cache = {d: c for d, c in self._cache.items() if c.principal.key_id != key_id}
+        if self._redis is not None:
+            await self._redis.incr(REDIS_EPOCH_KEY)
+
+    async def _epoch(self) -> int:
+        if self._redis is None:
+            return 0
+        value = await self._redis.get(REDIS_EPOCH_KEY)
+        return int(value) if value is not None else 0

@@ -47,14 +47,26 @@ from flowport.settings import Settings
 from flowport.storage import (
     Database,
     NodeRunRecord,
+    RunWriter,
     add_turn,
     create_run,
     finish_run,
     get_published_workflow,
     recent_turns,
-    spend_credit,
+    spend_credit_left,
 )
 from flowport.url_inputs import FetchedFile
+
+# A published workflow's newest version is trusted this long without asking the database:
+# a version published through another process is used within this time (through this
+# process, at once: `forget_workflow`).
+WORKFLOW_CACHE_TTL_S = 1.0
+# An account seen with unlimited credits spends none for this long: a limit set meanwhile
+# (`flowport accounts set-credits`) applies within this time. Limited accounts always spend
+# through the database's atomic UPDATE.
+UNLIMITED_CACHE_TTL_S = 1.0
+# Beyond this many entries a cache starts over, so unknown ids cannot grow it.
+CACHE_MAX_ENTRIES = 10_000
 
 # Maps a surface's raw arguments onto the workflow's declared inputs (LinkAI's `args`).
 InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
@@ -68,6 +80,19 @@ class _ActiveRun:
     task: asyncio.Task[Any] | None
     cancel_requested: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """What a run needs of a workflow's newest published version, as last read."""
+
+    workflow_id: str
+    account_id: str
+    visibility: str
+    version: int
+    compiled: CompiledWorkflow
+    uses_memory: bool
+    expires: float  # time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +118,27 @@ class RunService:
         llm: LlmClient | None,
         settings: Settings,
         policy: ContentPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
+        self._clock = clock
         self._llm = llm
         self._settings = settings
         self._policy = policy or ContentPolicy([])
         self._fetch = FetchPolicy.from_settings(settings)
+        # Starts and ends of runs, committed in batches while the service is busy.
+        self._writer = RunWriter(db)
         # Published versions never change, so each is parsed and compiled once.
         self._compiled: dict[tuple[str, int], CompiledWorkflow] = {}
         # Runs executing in this process, by id, so a cancel call can reach them.
         self._active: dict[str, _ActiveRun] = {}
+        self._published: dict[str, _Published] = {}
+        # Accounts with unlimited credits, until when that answer is trusted.
+        self._unlimited: dict[str, float] = {}
+
+    def forget_workflow(self, workflow_id: str) -> None:
+        """The workflow was published or saved: the next run reads it afresh."""
+        self._published.pop(workflow_id, None)
 
     async def prepare(
         self,
@@ -117,12 +153,10 @@ class RunService:
         The checks run in the order LinkAI's error codes imply: scope, workflow, visibility,
         input, content policy, and only then a credit is spent."""
         principal.require("run")
-        workflow, version = await self._db.run(
-            lambda session: get_published_workflow(session, workflow_id=workflow_id)
-        )
+        workflow = await self._newest(workflow_id)
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
             raise PermissionDenied(f"workflow {workflow_id} is private to another account")
-        compiled = self._compile(workflow.id, version.version, version.definition)
+        compiled = workflow.compiled
         specs = compiled.in_node.inputs
         if map_input is not None and isinstance(raw_input, dict):
             raw_input = map_input(specs, raw_input)
@@ -134,13 +168,19 @@ class RunService:
             {name: value.text for name, value in inputs.items() if isinstance(value, FetchedFile)}
         )
         run_id = new_id("run", 20)
-        memory_session = session_id if _uses_memory(compiled) else None
+        memory_session = session_id if workflow.uses_memory else None
         session_id = session_id or new_id("sess", 20)
+        account_id = principal.account_id
+        spend = self._unlimited.get(account_id, 0.0) <= self._clock()
 
         async def begin(session: AsyncSession) -> Sequence[ChatMessage]:
             """Spends the credit, reads the memory and writes the run's row: one session."""
-            if not await spend_credit(session, account_id=principal.account_id):
-                raise CreditsExhausted("this account's run credits are used up")
+            if spend:
+                spent, left = await spend_credit_left(session, account_id=account_id)
+                if not spent:
+                    raise CreditsExhausted("this account's run credits are used up")
+                if left is None:
+                    self._remember_unlimited(account_id)
             history: list[ChatMessage] = []
             if memory_session:
                 turns = await recent_turns(
@@ -158,14 +198,27 @@ class RunService:
                 run_id=run_id,
                 account_id=principal.account_id,
                 key_id=principal.key_id,
-                workflow_id=workflow.id,
-                version=version.version,
+                workflow_id=workflow.workflow_id,
+                version=workflow.version,
                 inputs=inputs,
                 session_id=session_id,
             )
             return history
 
-        history = await self._db.run(begin)
+        history: Sequence[ChatMessage] = ()
+        if spend or memory_session:
+            history = await self._db.run(begin)
+        else:
+            # Nothing to spend or read: the row alone, through the batching writer.
+            await self._writer.start(
+                run_id=run_id,
+                account_id=account_id,
+                key_id=principal.key_id,
+                workflow_id=workflow.workflow_id,
+                version=workflow.version,
+                inputs=inputs,
+                session_id=session_id,
+            )
         return PreparedRun(
             run_id=run_id,
             account_id=principal.account_id,
@@ -273,15 +326,42 @@ class RunService:
         `account_id`, compiled through the same cache."""
 
         async def load(workflow_id: str) -> CompiledWorkflow:
-            workflow, version = await self._db.run(
-                lambda session: get_published_workflow(session, workflow_id=workflow_id)
-            )
+            workflow = await self._newest(workflow_id)
             if workflow.account_id != account_id:
                 # The same answer as for no such workflow: other accounts' ids stay unknown.
                 raise NotFound(f"workflow {workflow_id} not found")
-            return self._compile(workflow.id, version.version, version.definition)
+            return workflow.compiled
 
         return load
+
+    async def _newest(self, workflow_id: str) -> _Published:
+        """The workflow's newest published version, from the cache while it is fresh."""
+        now = self._clock()
+        cached = self._published.get(workflow_id)
+        if cached is not None and cached.expires > now:
+            return cached
+        workflow, version = await self._db.run(
+            lambda session: get_published_workflow(session, workflow_id=workflow_id)
+        )
+        compiled = self._compile(workflow.id, version.version, version.definition)
+        published = _Published(
+            workflow_id=workflow.id,
+            account_id=workflow.account_id,
+            visibility=workflow.visibility,
+            version=version.version,
+            compiled=compiled,
+            uses_memory=_uses_memory(compiled),
+            expires=now + WORKFLOW_CACHE_TTL_S,
+        )
+        if len(self._published) >= CACHE_MAX_ENTRIES:
+            self._published.clear()
+        self._published[workflow_id] = published
+        return published
+
+    def _remember_unlimited(self, account_id: str) -> None:
+        if len(self._unlimited) >= CACHE_MAX_ENTRIES:
+            self._unlimited.clear()
+        self._unlimited[account_id] = self._clock() + UNLIMITED_CACHE_TTL_S
 
     def _blocked(self, event: RunEvent, generated: dict[str, str]) -> ContentBlocked | None:
         if not self._policy.active:
@@ -316,6 +396,20 @@ class RunService:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
 
+        remember = isinstance(outcome, RunSucceeded) and _uses_memory(run.workflow)
+        if not remember:
+            # The outcome and every node in one transaction, shared with other runs ending now.
+            await self._writer.finish(
+                run_id=run.run_id,
+                status=status,
+                output=output,
+                error=error,
+                error_node=error_node,
+                total_time=outcome.total_time,
+                node_runs=nodes,
+            )
+            return
+
         async def record(session: AsyncSession) -> None:
             await finish_run(
                 session,
@@ -327,7 +421,7 @@ class RunService:
                 total_time=outcome.total_time,
                 node_runs=nodes,
             )
-            if isinstance(outcome, RunSucceeded) and _uses_memory(run.workflow):
+            if isinstance(outcome, RunSucceeded):
                 await add_turn(
                     session,
                     account_id=run.account_id,

@@ -18,6 +18,7 @@ from flowport.storage import (
     recent_turns,
     set_credits,
     spend_credit,
+    spend_credit_left,
 )
 
 
@@ -95,3 +96,11 @@ async def test_a_quiet_session_forgets(session: AsyncSession, account: Account):
 
     assert await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=1800) == []
     assert isinstance(turn, SessionTurn)
+
+
+async def test_spending_tells_the_balance_left(db: Database, account: Account):
+    async with db.session() as session:
+        assert await spend_credit_left(session, account_id=account.id) == (True, None)
+        await set_credits(session, name=account.name, credits=1)
+        assert await spend_credit_left(session, account_id=account.id) == (True, 0)
+        assert await spend_credit_left(session, account_id=account.id) == (False, 0)

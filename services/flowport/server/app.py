@@ -92,7 +92,7 @@ async def create_server(settings: Settings, *, port: int | None = None) -> Flowp
     services = Services(
         settings=settings,
         db=db,
-        auth=Authenticator(db),
+        auth=Authenticator(db, redis_url=settings.redis_url),
         limiter=RateLimiter(settings),
         runs=RunService(
             db=db,

@@ -6,6 +6,7 @@ from flowport.storage.accounts import (
     get_or_create_account,
     set_credits,
     spend_credit,
+    spend_credit_left,
 )
 from flowport.storage.api_keys import (
     create_api_key,
@@ -24,6 +25,7 @@ from flowport.storage.models import (
     Workflow,
     WorkflowVersion,
 )
+from flowport.storage.run_writer import RunWriter
 from flowport.storage.runs import (
     NodeRunRecord,
     create_run,
@@ -48,6 +50,7 @@ __all__ = [
     "NodeRun",
     "NodeRunRecord",
     "Run",
+    "RunWriter",
     "SessionTurn",
     "Workflow",
     "WorkflowVersion",
@@ -71,6 +74,7 @@ __all__ = [
     "revoke_api_key",
     "set_credits",
     "spend_credit",
+    "spend_credit_left",
     "touch_api_key",
     "update_workflow_draft",
 ]

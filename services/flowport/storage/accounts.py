@@ -69,3 +69,25 @@ async def spend_credit(session: AsyncSession, *, account_id: str) -> bool:
     )
     await session.commit()
     return result.rowcount == 1
+
+
+async def spend_credit_left(session: AsyncSession, *, account_id: str) -> tuple[bool, int | None]:
+    """Like spend_credit, and also the balance after it: (spent, credits left; None when
+    unlimited). The same one conditional UPDATE, so the last credit is still spent once."""
+    result = await session.exec(
+        update(Account)
+        .where(
+            col(Account.id) == account_id,
+            or_(col(Account.credits).is_(None), col(Account.credits) > 0),
+        )
+        .values(
+            credits=case((col(Account.credits).is_(None), None), else_=col(Account.credits) - 1)
+        )
+        .returning(col(Account.credits))
+        .execution_options(synchronize_session=False)
+    )
+    row = result.first()
+    await session.commit()
+    if row is None:
+        return False, 0
+    return True, row[0]

@@ -1,0 +1,197 @@
+"""Run rows written in batches: the starts and ends of every run waiting at one moment go to the
+database in one transaction, so a busy service commits once for many runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flowport.errors import InvalidArgument, NotFound
+from flowport.storage.database import Database
+from flowport.storage.models import NodeRun, Run, utc_now
+from flowport.storage.runs import FINAL_STATUSES, NodeRunRecord
+
+_RUNS: Table = Run.__table__  # type: ignore[attr-defined]
+_NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
+# One statement for every run ending in a batch (executemany); b_ names keep the bound
+# values apart from the columns they set.
+_FINISH = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        output=bindparam("b_output"),
+        error=bindparam("b_error"),
+        error_node=bindparam("b_error_node"),
+        total_time=bindparam("b_total_time"),
+        finished_at=bindparam("b_finished_at"),
+    )
+)
+
+
+@dataclass(slots=True)
+class _Write:
+    """One run's start (`start` set) or end (`end` and its `nodes`)."""
+
+    future: asyncio.Future[None]
+    start: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None
+    nodes: Sequence[dict[str, Any]] = ()
+
+
+class RunWriter:
+    """`start` and `finish` return once their rows are committed. Writes that arrive while a
+    transaction is running wait for it and then share the next one. A write finishes even if
+    its caller is cancelled (a client that went away): its run is still accounted for."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[_Write] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(
+        self,
+        *,
+        run_id: str,
+        account_id: str,
+        key_id: str | None,
+        workflow_id: str,
+        version: int,
+        inputs: dict[str, Any],
+        session_id: str | None,
+    ) -> None:
+        """The run's row, status "running" (what `create_run` writes)."""
+        row = {
+            "id": run_id,
+            "account_id": account_id,
+            "key_id": key_id,
+            "workflow_id": workflow_id,
+            "version": version,
+            "session_id": session_id,
+            "status": "running",
+            "inputs": inputs,
+            "output": None,
+            "error": None,
+            "error_node": None,
+            "started_at": utc_now(),
+            "finished_at": None,
+            "total_time": None,
+        }
+        await self._submit(_Write(self._future(), start=row))
+
+    async def finish(
+        self,
+        *,
+        run_id: str,
+        status: str,
+        output: str | None,
+        error: str | None,
+        error_node: str | None,
+        total_time: float,
+        node_runs: Sequence[NodeRunRecord],
+    ) -> None:
+        """The run's outcome and its nodes (what `finish_run` writes); NotFound if the run has
+        no row."""
+        if status not in FINAL_STATUSES:
+            raise InvalidArgument(
+                f"a finished run's status must be one of {', '.join(FINAL_STATUSES)}"
+            )
+        end = {
+            "b_id": run_id,
+            "b_status": status,
+            "b_output": output,
+            "b_error": error,
+            "b_error_node": error_node,
+            "b_total_time": total_time,
+            "b_finished_at": utc_now(),
+        }
+        nodes = [
+            {
+                "run_id": run_id,
+                "node_id": record.node_id,
+                "node_type": record.node_type,
+                "name": record.name,
+                "status": record.status,
+                "started_at": record.started_at,
+                "time_spend": record.time_spend,
+                "inputs": record.inputs,
+                "output": record.output,
+                "error": record.error,
+            }
+            for record in node_runs
+        ]
+        await self._submit(_Write(self._future(), end=end, nodes=nodes))
+
+    async def close(self) -> None:
+        """Waits for the writes already submitted."""
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher})
+
+    def _future(self) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, write: _Write) -> None:
+        self._pending.append(write)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="run writer")
+        # Shielded: the flusher owns the write; a cancelled caller stops waiting, nothing more.
+        await asyncio.shield(write.future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            if len(batch) == 1:
+                await self._write_alone(batch[0])
+                continue
+            try:
+                await self._write(batch)
+            except Exception:
+                # Nothing of the batch was written. One bad write (a finish without a start)
+                # must not fail the others: each is tried on its own.
+                for write in batch:
+                    await self._write_alone(write)
+            else:
+                for write in batch:
+                    if not write.future.done():
+                        write.future.set_result(None)
+
+    async def _write_alone(self, write: _Write) -> None:
+        try:
+            await self._write([write])
+        except Exception as error:
+            if not write.future.done():
+                write.future.set_exception(error)
+                # Retrieved here, so a caller that went away leaves no "never retrieved" noise.
+                write.future.exception()
+        else:
+            if not write.future.done():
+                write.future.set_result(None)
+
+    async def _write(self, batch: list[_Write]) -> None:
+        starts = [write.start for write in batch if write.start is not None]
+        ends = [write.end for write in batch if write.end is not None]
+        nodes = [node for write in batch for node in write.nodes]
+        async with self._db.engine.begin() as connection:
+            if starts:
+                await connection.execute(insert(_RUNS), starts)
+            if ends:
+                await self._finish(connection, ends)
+            if nodes:
+                await connection.execute(insert(_NODE_RUNS), nodes)
+
+    async def _finish(self, connection: AsyncConnection, ends: list[dict[str, Any]]) -> None:
+        if len(ends) > 1 and not connection.dialect.supports_sane_multi_rowcount:
+            # The driver cannot count an executemany's rows: one statement per run.
+            for end in ends:
+                await self._finish(connection, [end])
+            return
+        result = await connection.execute(_FINISH, ends)
+        if result.rowcount != len(ends):
+            # Rolled back with the whole batch; written one by one, only the stray one fails.
+            missing = ends[0]["b_id"] if len(ends) == 1 else "of a batch"
+            raise NotFound(f"run {missing} not found")

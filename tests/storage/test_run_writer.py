@@ -1,0 +1,133 @@
+"""The batching run writer: what it commits equals what create_run and finish_run write."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from flowport.errors import NotFound
+from flowport.ids import new_id
+from flowport.storage import (
+    Account,
+    Database,
+    NodeRunRecord,
+    RunWriter,
+    Workflow,
+    create_workflow,
+    get_run,
+    publish_workflow,
+)
+
+
+@pytest.fixture
+async def workflow(session: AsyncSession, account: Account) -> Workflow:
+    workflow = await create_workflow(
+        session, account_id=account.id, name="BMI", visibility="private", definition={}
+    )
+    await publish_workflow(session, account_id=account.id, workflow_id=workflow.id)
+    return workflow
+
+
+def _node(node_id: str) -> NodeRunRecord:
+    return NodeRunRecord(
+        node_id=node_id,
+        node_type="template",
+        name=node_id,
+        status="succeeded",
+        started_at=datetime.now(UTC),
+        time_spend=0.001,
+        inputs={"x": 1},
+        output={"output": node_id},
+        error=None,
+    )
+
+
+async def _start(writer: RunWriter, account: Account, workflow: Workflow) -> str:
+    run_id = new_id("run", 20)
+    await writer.start(
+        run_id=run_id,
+        account_id=account.id,
+        key_id=None,
+        workflow_id=workflow.id,
+        version=1,
+        inputs={"height": 1.8},
+        session_id="s1",
+    )
+    return run_id
+
+
+async def _finish(writer: RunWriter, run_id: str, nodes: list[NodeRunRecord]) -> None:
+    await writer.finish(
+        run_id=run_id,
+        status="succeeded",
+        output="ok",
+        error=None,
+        error_node=None,
+        total_time=0.01,
+        node_runs=nodes,
+    )
+
+
+async def test_a_started_run_is_running_and_a_finished_one_has_its_nodes(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_id = await _start(writer, account, workflow)
+    async with db.session() as session:
+        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    assert (run.status, run.inputs, run.session_id, nodes) == ("running", {"height": 1.8}, "s1", [])
+
+    await _finish(writer, run_id, [_node("a"), _node("b")])
+    async with db.session() as session:
+        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    assert (run.status, run.output, run.finished_at is not None) == ("succeeded", "ok", True)
+    assert [(n.node_id, n.inputs, n.output) for n in nodes] == [
+        ("a", {"x": 1}, {"output": "a"}),
+        ("b", {"x": 1}, {"output": "b"}),
+    ]
+
+
+async def test_many_runs_at_once_are_all_written(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_ids = await asyncio.gather(*(_start(writer, account, workflow) for _ in range(40)))
+    await asyncio.gather(*(_finish(writer, run_id, [_node("a")]) for run_id in run_ids))
+    async with db.session() as session:
+        for run_id in run_ids:
+            run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+            assert (run.status, len(nodes)) == ("succeeded", 1)
+
+
+async def test_a_finish_without_a_start_fails_alone(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_ids = await asyncio.gather(*(_start(writer, account, workflow) for _ in range(5)))
+    results = await asyncio.gather(
+        *(_finish(writer, run_id, [_node("a")]) for run_id in [*run_ids, "run_none"]),
+        return_exceptions=True,
+    )
+    assert results[:5] == [None] * 5
+    assert isinstance(results[5], NotFound)
+    async with db.session() as session:
+        for run_id in run_ids:
+            run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+            assert run.status == "succeeded"
+
+
+async def test_a_cancelled_caller_still_gets_its_run_written(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_id = await _start(writer, account, workflow)
+    finishing = asyncio.create_task(_finish(writer, run_id, [_node("a")]))
+    await asyncio.sleep(0)
+    finishing.cancel()
+    await writer.close()
+    async with db.session() as session:
+        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    assert (run.status, len(nodes)) == ("succeeded", 1)
