@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import coredis
 
 from flowport.errors import MissingScope, Unauthenticated
-from flowport.storage import Database, find_api_key, touch_api_key
+from flowport.storage import ApiKey, Database, find_api_key, touch_api_key
 
 SCOPES = ("admin", "run")
 # last_used_at is written at most this often per key, so a busy key does not cost
@@ -74,6 +75,10 @@ class Authenticator:
         self._clock = clock
         self._last_touched: dict[str, float] = {}
         self._cache: dict[str, _Cached] = {}
+        # Lookups in flight by digest: calls that miss the cache together share one.
+        self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
+        # Counts `forget` calls: a lookup that overlapped one is used once, never cached.
+        self._forgets = 0
         self._redis = coredis.Redis.from_url(redis_url) if redis_url else None
 
     async def authenticate(self, secret: str | None) -> Principal:
@@ -89,7 +94,8 @@ class Authenticator:
         if cached is not None and cached.expires > now and cached.epoch == epoch:
             principal = cached.principal
         else:
-            key = await self._db.run(lambda session: find_api_key(session, secret=secret))
+            forgets = self._forgets
+            key = await self._lookup(digest, secret)
             if key is None or key.revoked:
                 self._cache.pop(digest, None)
                 # One message for unknown and revoked keys: it tells an attacker nothing.
@@ -99,16 +105,30 @@ class Authenticator:
             )
             if len(self._cache) >= CACHE_MAX_KEYS:
                 self._cache.clear()
-            self._cache[digest] = _Cached(principal, now + CACHE_TTL_S, epoch)
+            if forgets == self._forgets:
+                self._cache[digest] = _Cached(principal, now + CACHE_TTL_S, epoch)
         key_id = principal.key_id
         if now - self._last_touched.get(key_id, -LAST_USED_RESOLUTION_S) >= LAST_USED_RESOLUTION_S:
             self._last_touched[key_id] = now
             await self._db.run(lambda session: touch_api_key(session, key_id=key_id))
         return principal
 
+    async def _lookup(self, digest: str, secret: str) -> ApiKey | None:
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(
+                self._db.run(lambda session: find_api_key(session, secret=secret))
+            )
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda done: _discard(self._lookups, digest, done))
+        # Shielded: one caller going away must not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
     async def forget(self, key_id: str) -> None:
         """The key was revoked: refused from the next call on, here and on every replica
         sharing Redis (the others within CACHE_TTL_S)."""
+        self._forgets += 1
+        self._lookups.clear()
         self._cache = {d: c for d, c in self._cache.items() if c.principal.key_id != key_id}
         if self._redis is not None:
             await self._redis.incr(REDIS_EPOCH_KEY)
@@ -118,3 +138,9 @@ class Authenticator:
             return 0
         value = await self._redis.get(REDIS_EPOCH_KEY)
         return int(value) if value is not None else 0
+
+
+def _discard(futures: dict[str, asyncio.Future[ApiKey | None]], key: str, done: object) -> None:
+    # Only this lookup's own entry: `forget` may have replaced it since.
+    if futures.get(key) is done:
+        del futures[key]

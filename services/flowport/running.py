@@ -133,12 +133,21 @@ class RunService:
         # Runs executing in this process, by id, so a cancel call can reach them.
         self._active: dict[str, _ActiveRun] = {}
         self._published: dict[str, _Published] = {}
+        # Reads in flight by workflow id: runs that miss the cache together share one.
+        self._reading: dict[str, asyncio.Future[_Published]] = {}
+        # Credit spends in flight that will tell whether an account is unlimited: runs of
+        # that account wait for it instead of all asking the database at once.
+        self._credit_checks: dict[str, asyncio.Future[None]] = {}
+        # Counts forget_workflow calls: a read that overlapped one is used once, never cached.
+        self._forgets = 0
         # Accounts with unlimited credits, until when that answer is trusted.
         self._unlimited: dict[str, float] = {}
 
     def forget_workflow(self, workflow_id: str) -> None:
         """The workflow was published or saved: the next run reads it afresh."""
+        self._forgets += 1
         self._published.pop(workflow_id, None)
+        self._reading.pop(workflow_id, None)
 
     async def prepare(
         self,
@@ -172,6 +181,10 @@ class RunService:
         session_id = session_id or new_id("sess", 20)
         account_id = principal.account_id
         spend = self._unlimited.get(account_id, 0.0) <= self._clock()
+        checking = self._credit_checks.get(account_id)
+        if spend and checking is not None:
+            await asyncio.shield(checking)
+            spend = self._unlimited.get(account_id, 0.0) <= self._clock()
 
         async def begin(session: AsyncSession) -> Sequence[ChatMessage]:
             """Spends the credit, reads the memory and writes the run's row: one session."""
@@ -206,7 +219,15 @@ class RunService:
             return history
 
         history: Sequence[ChatMessage] = ()
-        if spend or memory_session:
+        if spend and account_id not in self._credit_checks:
+            check = asyncio.get_running_loop().create_future()
+            self._credit_checks[account_id] = check
+            try:
+                history = await self._db.run(begin)
+            finally:
+                del self._credit_checks[account_id]
+                check.set_result(None)
+        elif spend or memory_session:
             history = await self._db.run(begin)
         else:
             # Nothing to spend or read: the row alone, through the batching writer.
@@ -336,10 +357,26 @@ class RunService:
 
     async def _newest(self, workflow_id: str) -> _Published:
         """The workflow's newest published version, from the cache while it is fresh."""
-        now = self._clock()
         cached = self._published.get(workflow_id)
-        if cached is not None and cached.expires > now:
+        if cached is not None and cached.expires > self._clock():
             return cached
+        reading = self._reading.get(workflow_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(workflow_id))
+            self._reading[workflow_id] = reading
+
+            def done(future: asyncio.Future[_Published]) -> None:
+                # Only this read's own entry: forget_workflow may have replaced it since.
+                if self._reading.get(workflow_id) is future:
+                    del self._reading[workflow_id]
+
+            reading.add_done_callback(done)
+        # Shielded: one run going away must not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    async def _read(self, workflow_id: str) -> _Published:
+        now = self._clock()
+        forgets = self._forgets
         workflow, version = await self._db.run(
             lambda session: get_published_workflow(session, workflow_id=workflow_id)
         )
@@ -355,7 +392,8 @@ class RunService:
         )
         if len(self._published) >= CACHE_MAX_ENTRIES:
             self._published.clear()
-        self._published[workflow_id] = published
+        if forgets == self._forgets:
+            self._published[workflow_id] = published
         return published
 
     def _remember_unlimited(self, account_id: str) -> None:
