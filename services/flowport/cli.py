@@ -30,7 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowport", description="Workflows as APIs.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("serve", help="run the gRPC service and Envoy until SIGINT/SIGTERM")
+    serving = commands.add_parser(
+        "serve", help="run the gRPC service and Envoy until SIGINT/SIGTERM"
+    )
+    serving.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="gRPC service processes behind Envoy, on consecutive ports from "
+        "FLOWPORT_GRPC_PORT (default 1: the service runs in this process)",
+    )
+    # Internal: how the supervisor of --workers N starts each worker.
+    serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown only now)")
@@ -65,10 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: one line per LLM call and fetched URL, on the hot path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "serve":
-        from flowport.server.app import serve
+        import uvloop
 
-        return asyncio.run(serve(settings))
+        from flowport.server.app import serve, serve_worker
+
+        if args.worker_port is not None:
+            work = serve_worker(settings, args.worker_port)
+        else:
+            work = serve(settings, workers=args.workers)
+        # uvloop: the same asyncio API with less overhead per callback and socket event.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(work)
     if args.command == "keys":
         scopes = ["admin", "run"] if args.admin else ["run"]
         secret = asyncio.run(_create_key(settings, args.account, args.name, scopes))
@@ -91,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return asyncio.run(_demo(settings))
     return 2
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
 
 
 def _credits(text: str) -> int | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -78,15 +79,29 @@ class FlowportServer:
         await self.db.dispose()
 
 
-async def create_server(settings: Settings, *, port: int | None = None) -> FlowportServer:
-    """Migrates the database, wires the servicers and starts serving on `port` (0: any free)."""
+async def prepare_database(settings: Settings) -> None:
+    """Migrates the database and fails the runs a crash left "running": once per start."""
     db = Database.connect(settings.resolved_database_url)
-    await db.migrate()
-    async with db.session() as session:
-        # Runs left "running" by a crash can never finish now.
-        stale = await fail_running_runs(session, reason="the service stopped during the run")
+    try:
+        await db.migrate()
+        async with db.session() as session:
+            # Runs left "running" by a crash can never finish now.
+            stale = await fail_running_runs(session, reason="the service stopped during the run")
+    finally:
+        await db.dispose()
     if stale:
         log.warning("marked %d interrupted runs as failed", stale)
+
+
+async def create_server(
+    settings: Settings, *, port: int | None = None, prepare: bool = True
+) -> FlowportServer:
+    """Wires the servicers and starts serving on `port` (0: any free). `prepare`: migrate and
+    recover the database first (a worker of `serve --workers` leaves that to its supervisor,
+    which does it before any worker takes runs)."""
+    if prepare:
+        await prepare_database(settings)
+    db = Database.connect(settings.resolved_database_url)
 
     llm = create_llm_client(settings)
     services = Services(
@@ -143,10 +158,13 @@ async def _stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, workers: int = 1) -> int:
     """`flowport serve`: the gRPC service and Envoy in the foreground until SIGINT/SIGTERM;
-    the service drains first, then Envoy stops."""
+    the service drains first, then Envoy stops. With `workers` > 1 the service is that many
+    child processes on consecutive ports from `grpc_port`, behind the one Envoy."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        return await _supervise(settings, workers)
     async with _stop_signals() as stop:
         flowport = await create_server(settings)
         envoy = EnvoyProcess(
@@ -174,3 +192,108 @@ async def serve(settings: Settings) -> int:
         await flowport.stop(settings.shutdown_grace_s)
         await envoy.stop()
         return code
+
+
+async def serve_worker(settings: Settings, port: int) -> int:
+    """One worker of `flowport serve --workers N`: the gRPC service on `port` until SIGTERM,
+    then it drains like a single process does."""
+    async with _stop_signals() as stop:
+        flowport = await create_server(settings, port=port, prepare=False)
+        await stop.wait()
+        await flowport.stop(settings.shutdown_grace_s)
+    return 0
+
+
+async def _supervise(settings: Settings, workers: int) -> int:
+    """Starts the workers, then Envoy in front of them; on a signal (or a child's exit) the
+    workers drain, then Envoy stops."""
+    ports = [settings.grpc_port + n for n in range(workers)]
+    async with _stop_signals() as stop:
+        await prepare_database(settings)
+        children = [await _start_worker(port) for port in ports]
+        envoy: EnvoyProcess | None = None
+        code = 0
+        try:
+            await asyncio.gather(
+                *(_until_serving(settings.host, p, c) for p, c in zip(ports, children, strict=True))
+            )
+            envoy = EnvoyProcess(
+                write_config(settings, grpc_ports=ports),
+                base_id=settings.envoy_base_id,
+                log_path=settings.data_dir / "envoy.log",
+            )
+            await envoy.start()
+            log.info(
+                "serving: REST and gRPC on http://%s:%d (Envoy), %d gRPC workers on %s:%d-%d",
+                settings.host,
+                settings.http_port,
+                workers,
+                settings.host,
+                ports[0],
+                ports[-1],
+            )
+            exits = {asyncio.ensure_future(c.wait()): f"worker pid {c.pid}" for c in children}
+            exits[asyncio.ensure_future(envoy.wait())] = "envoy"
+            stop_wait = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({*exits, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            for future in (*exits, stop_wait):
+                if future not in done:
+                    future.cancel()
+            for future in done:
+                if future is not stop_wait:
+                    code = future.result() or 1
+                    log.error("%s exited with code %s; stopping", exits[future], code)
+        finally:
+            log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
+            await asyncio.gather(*(_stop_worker(c, settings.shutdown_grace_s) for c in children))
+            if envoy is not None:
+                await envoy.stop()
+        return code
+
+
+async def _start_worker(port: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flowport.cli",
+        "serve",
+        "--worker-port",
+        str(port),
+        # Its own process group, like Envoy: a Ctrl-C reaches the supervisor only, which
+        # then drains every worker before it stops Envoy.
+        start_new_session=True,
+    )
+
+
+async def _until_serving(
+    host: str, port: int, child: asyncio.subprocess.Process, timeout_s: float = 60.0
+) -> None:
+    """Waits until the worker's health service answers SERVING."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child.returncode is not None:
+                raise RuntimeError(f"worker on port {port} exited with code {child.returncode}")
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"worker on port {port} did not start in {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+async def _stop_worker(child: asyncio.subprocess.Process, grace_s: float) -> None:
+    if child.returncode is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(child.wait(), grace_s + 5)
+    except TimeoutError:
+        log.warning("worker pid %d did not stop in time; killing it", child.pid)
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
