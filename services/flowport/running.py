@@ -48,9 +48,7 @@ from flowport.storage import (
     Database,
     NodeRunRecord,
     RunWriter,
-    add_turn,
     create_run,
-    finish_run,
     get_published_workflow,
     recent_turns,
     spend_credit_left,
@@ -434,42 +432,22 @@ class RunService:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
 
-        remember = isinstance(outcome, RunSucceeded) and _uses_memory(run.workflow)
-        if not remember:
-            # The outcome and every node in one transaction, shared with other runs ending now.
-            await self._writer.finish(
-                run_id=run.run_id,
-                status=status,
-                output=output,
-                error=error,
-                error_node=error_node,
-                total_time=outcome.total_time,
-                node_runs=nodes,
-            )
-            return
-
-        async def record(session: AsyncSession) -> None:
-            await finish_run(
-                session,
-                run_id=run.run_id,
-                status=status,
-                output=output,
-                error=error,
-                error_node=error_node,
-                total_time=outcome.total_time,
-                node_runs=nodes,
-            )
-            if isinstance(outcome, RunSucceeded):
-                await add_turn(
-                    session,
-                    account_id=run.account_id,
-                    session_id=run.session_id,
-                    run_id=run.run_id,
-                    user=_turn_text(run.workflow.in_node.inputs, run.inputs),
-                    assistant=outcome.output,
-                )
-
-        await self._db.run(record)
+        turn = None
+        if isinstance(outcome, RunSucceeded) and _uses_memory(run.workflow):
+            user = _turn_text(run.workflow.in_node.inputs, run.inputs)
+            turn = (run.account_id, run.session_id, user, outcome.output)
+        # The outcome, every node and the session's turn in one transaction, shared with
+        # other runs ending now.
+        await self._writer.finish(
+            run_id=run.run_id,
+            status=status,
+            output=output,
+            error=error,
+            error_node=error_node,
+            total_time=outcome.total_time,
+            node_runs=nodes,
+            turn=turn,
+        )
 
 
 def _uses_memory(workflow: CompiledWorkflow) -> bool:

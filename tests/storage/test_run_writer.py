@@ -19,6 +19,7 @@ from flowport.storage import (
     create_workflow,
     get_run,
     publish_workflow,
+    recent_turns,
 )
 
 
@@ -131,3 +132,23 @@ async def test_a_cancelled_caller_still_gets_its_run_written(
     async with db.session() as session:
         run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
     assert (run.status, len(nodes)) == ("succeeded", 1)
+
+
+async def test_a_finish_with_a_turn_adds_it_to_the_session(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_id = await _start(writer, account, workflow)
+    await writer.finish(
+        run_id=run_id,
+        status="succeeded",
+        output="hello",
+        error=None,
+        error_node=None,
+        total_time=0.01,
+        node_runs=[],
+        turn=(account.id, "s1", "hi", "hello"),
+    )
+    async with db.session() as session:
+        turns = await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=60)
+    assert [(t.run_id, t.user, t.assistant) for t in turns] == [(run_id, "hi", "hello")]

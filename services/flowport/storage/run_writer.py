@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowport.errors import InvalidArgument, NotFound
 from flowport.storage.database import Database
-from flowport.storage.models import NodeRun, Run, utc_now
+from flowport.storage.models import NodeRun, Run, SessionTurn, utc_now
 from flowport.storage.runs import FINAL_STATUSES, NodeRunRecord
 
 _RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
+_TURNS: Table = SessionTurn.__table__  # type: ignore[attr-defined]
 # One statement for every run ending in a batch (executemany); b_ names keep the bound
 # values apart from the columns they set.
 _FINISH = (
@@ -36,12 +37,13 @@ _FINISH = (
 
 @dataclass(slots=True)
 class _Write:
-    """One run's start (`start` set) or end (`end` and its `nodes`)."""
+    """One run's start (`start` set) or end (`end`, its `nodes` and its session `turn`)."""
 
     future: asyncio.Future[None]
     start: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     nodes: Sequence[dict[str, Any]] = ()
+    turn: dict[str, Any] | None = None
 
 
 class RunWriter:
@@ -94,9 +96,11 @@ class RunWriter:
         error_node: str | None,
         total_time: float,
         node_runs: Sequence[NodeRunRecord],
+        turn: tuple[str, str, str, str] | None = None,
     ) -> None:
-        """The run's outcome and its nodes (what `finish_run` writes); NotFound if the run has
-        no row."""
+        """The run's outcome and its nodes (what `finish_run` writes), and with `turn`
+        (account id, session id, user text, assistant text) the session's new turn (what
+        `add_turn` writes); NotFound if the run has no row."""
         if status not in FINAL_STATUSES:
             raise InvalidArgument(
                 f"a finished run's status must be one of {', '.join(FINAL_STATUSES)}"
@@ -125,7 +129,18 @@ class RunWriter:
             }
             for record in node_runs
         ]
-        await self._submit(_Write(self._future(), end=end, nodes=nodes))
+        turn_row = None
+        if turn is not None:
+            account_id, session_id, user, assistant = turn
+            turn_row = {
+                "account_id": account_id,
+                "session_id": session_id,
+                "run_id": run_id,
+                "user": user,
+                "assistant": assistant,
+                "created_at": utc_now(),
+            }
+        await self._submit(_Write(self._future(), end=end, nodes=nodes, turn=turn_row))
 
     async def close(self) -> None:
         """Waits for the writes already submitted."""
@@ -176,6 +191,7 @@ class RunWriter:
         starts = [write.start for write in batch if write.start is not None]
         ends = [write.end for write in batch if write.end is not None]
         nodes = [node for write in batch for node in write.nodes]
+        turns = [write.turn for write in batch if write.turn is not None]
         async with self._db.engine.begin() as connection:
             if starts:
                 await connection.execute(insert(_RUNS), starts)
@@ -183,6 +199,8 @@ class RunWriter:
                 await self._finish(connection, ends)
             if nodes:
                 await connection.execute(insert(_NODE_RUNS), nodes)
+            if turns:
+                await connection.execute(insert(_TURNS), turns)
 
     async def _finish(self, connection: AsyncConnection, ends: list[dict[str, Any]]) -> None:
         if len(ends) > 1 and not connection.dialect.supports_sane_multi_rowcount:
