@@ -4,11 +4,11 @@ database in one transaction, so a busy service commits once for many runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Dialect, Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowport.errors import InvalidArgument, NotFound
@@ -55,6 +55,7 @@ class RunWriter:
         self._db = db
         self._pending: list[_Write] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._sqlite: _SqliteStatements | None = None
 
     async def start(
         self,
@@ -192,6 +193,9 @@ class RunWriter:
         ends = [write.end for write in batch if write.end is not None]
         nodes = [node for write in batch for node in write.nodes]
         turns = [write.turn for write in batch if write.turn is not None]
+        if self._db.engine.dialect.name == "sqlite":
+            await self._write_sqlite(starts, ends, nodes, turns)
+            return
         async with self._db.engine.begin() as connection:
             if starts:
                 await connection.execute(insert(_RUNS), starts)
@@ -213,3 +217,119 @@ class RunWriter:
             # Rolled back with the whole batch; written one by one, only the stray one fails.
             missing = ends[0]["b_id"] if len(ends) == 1 else "of a batch"
             raise NotFound(f"run {missing} not found")
+
+    async def _write_sqlite(
+        self,
+        starts: list[dict[str, Any]],
+        ends: list[dict[str, Any]],
+        nodes: list[dict[str, Any]],
+        turns: list[dict[str, Any]],
+    ) -> None:
+        """The same rows through the pooled connection's aiosqlite driver: SQLAlchemy's
+        statement machinery cost ~1 ms of CPU per transaction here, the driver ~0.15 ms."""
+        sql = self._sqlite
+        if sql is None:
+            sql = self._sqlite = _SqliteStatements(self._db.engine.dialect)
+        async with self._db.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            try:
+                if starts:
+                    await driver.executemany(*sql.insert_run.bind(starts))
+                if ends:
+                    cursor = await driver.executemany(*sql.finish_run.bind(ends))
+                    if cursor.rowcount != len(ends):
+                        missing = ends[0]["b_id"] if len(ends) == 1 else "of a batch"
+                        raise NotFound(f"run {missing} not found")
+                if nodes:
+                    await driver.executemany(*sql.insert_node.bind(nodes))
+                if turns:
+                    await driver.executemany(*sql.insert_turn.bind(turns))
+                await driver.commit()
+            except BaseException:
+                await driver.rollback()
+                raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """One SQL text with `?` placeholders, the row keys in their order, and SQLAlchemy's bind
+    processor for each (JSON text, UTC datetimes), so the rows equal what Core would write."""
+
+    text: str
+    keys: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def bind(self, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        pairs = tuple(zip(self.keys, self.processors, strict=True))
+        return self.text, [
+            tuple(row[key] if process is None else process(row[key]) for key, process in pairs)
+            for row in rows
+        ]
+
+
+class _SqliteStatements:
+    def __init__(self, dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        run_columns = (
+            "id",
+            "account_id",
+            "key_id",
+            "workflow_id",
+            "version",
+            "session_id",
+            "status",
+            "inputs",
+            "output",
+            "error",
+            "error_node",
+            "started_at",
+            "finished_at",
+            "total_time",
+        )
+        self.insert_run = self._insert(dialect, _RUNS, run_columns)
+        self.insert_node = self._insert(
+            dialect,
+            _NODE_RUNS,
+            (
+                "run_id",
+                "node_id",
+                "node_type",
+                "name",
+                "status",
+                "started_at",
+                "time_spend",
+                "inputs",
+                "output",
+                "error",
+            ),
+        )
+        self.insert_turn = self._insert(
+            dialect,
+            _TURNS,
+            ("account_id", "session_id", "run_id", "user", "assistant", "created_at"),
+        )
+        finish_columns = ("status", "output", "error", "error_node", "total_time", "finished_at")
+        assignments = ", ".join(f"{quote(name)} = ?" for name in finish_columns)
+        self.finish_run = _Statement(
+            text=f"UPDATE {quote(_RUNS.name)} SET {assignments} WHERE {quote('id')} = ?",
+            keys=(*(f"b_{name}" for name in finish_columns), "b_id"),
+            processors=tuple(_processor(dialect, _RUNS, name) for name in (*finish_columns, "id")),
+        )
+
+    @staticmethod
+    def _insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Statement:
+        quote = dialect.identifier_preparer.quote
+        names = ", ".join(quote(name) for name in columns)
+        marks = ", ".join("?" for _ in columns)
+        return _Statement(
+            text=f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})",
+            keys=columns,
+            processors=tuple(_processor(dialect, table, name) for name in columns),
+        )
+
+
+def _processor(dialect: Dialect, table: Table, column: str) -> Callable[[Any], Any] | None:
+    type_ = table.c[column].type
+    return type_.dialect_impl(dialect).bind_processor(dialect)
