@@ -7,11 +7,13 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import coredis
+from typing import TYPE_CHECKING
 
 from flowport.errors import MissingScope, Unauthenticated
 from flowport.storage import ApiKey, Database, find_api_key, touch_api_key
+
+if TYPE_CHECKING:
+    import coredis
 
 SCOPES = ("admin", "run")
 # last_used_at is written at most this often per key, so a busy key does not cost
@@ -79,7 +81,12 @@ class Authenticator:
         self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
         # Counts `forget` calls: a lookup that overlapped one is used once, never cached.
         self._forgets = 0
-        self._redis = coredis.Redis.from_url(redis_url) if redis_url else None
+        self._redis: coredis.Redis[bytes] | None = None
+        if redis_url:
+            # Imported only when used: the client library alone is ~13 MB of every process.
+            import coredis
+
+            self._redis = coredis.Redis.from_url(redis_url)
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
