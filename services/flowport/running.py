@@ -141,6 +141,10 @@ class RunService:
         # Accounts with unlimited credits, until when that answer is trusted.
         self._unlimited: dict[str, float] = {}
 
+    async def aclose(self) -> None:
+        """Waits for the run rows already handed to the writer."""
+        await self._writer.close()
+
     def forget_workflow(self, workflow_id: str) -> None:
         """The workflow was published or saved: the next run reads it afresh."""
         self._forgets += 1

@@ -69,11 +69,16 @@ class FlowportServer:
     health: health.aio.HealthServicer
     db: Database
     llm: LlmClient | None
+    runs: RunService | None = None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.runs is not None:
+            # Outcomes of runs whose clients went away may still be on their way to the
+            # database: written before the connection closes.
+            await self.runs.aclose()
         if self.llm is not None:
             await self.llm.aclose()
         await self.db.dispose()
@@ -142,7 +147,9 @@ async def create_server(
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return FlowportServer(server=server, port=bound, health=health_servicer, db=db, llm=llm)
+    return FlowportServer(
+        server=server, port=bound, health=health_servicer, db=db, llm=llm, runs=services.runs
+    )
 
 
 @contextlib.asynccontextmanager
