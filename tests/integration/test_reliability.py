@@ -271,11 +271,14 @@ def two_replicas(tmp_path: Path, fake_llm_server: FakeLlm) -> Iterator[tuple[Sta
         )
         for name in ("a", "b")
     )
-    for replica in replicas:
-        replica.start()
-    yield replicas  # type: ignore[misc]
-    for replica in replicas:
-        replica.stop()
+    try:
+        for replica in replicas:
+            replica.start()
+        yield replicas  # type: ignore[misc]
+    finally:
+        # Also when the second fails to start: the first must not outlive the test.
+        for replica in replicas:
+            replica.stop()
 
 
 def test_replicas_share_the_rate_limit_and_see_revocations_at_once(

@@ -56,6 +56,9 @@ def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
     # No foreign_keys=ON here: batch migrations recreate tables, which enforcement would block.
     for pragma in _SQLITE_PRAGMAS:
         cursor.execute(pragma)
+    # A process starting while another migrates waits for it to finish, which on a loaded
+    # machine can take longer than a request should ever wait.
+    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
     # Let the "begin" listener issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
     dbapi_connection.isolation_level = None
