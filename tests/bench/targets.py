@@ -7,7 +7,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -36,39 +35,11 @@ def serve_supports_workers() -> bool:
     return "--workers" in help_text
 
 
-@dataclass
-class ServeStack(Stack):
-    """The integration tests' Stack, started as `flowport serve --workers N` when N > 1.
-    Stack itself has no way to pass arguments to `flowport serve` yet."""
-
-    workers: int = 1
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        if self.workers == 1:
-            super().start(timeout_s)
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "serve.log").open("ab")
-        command = [str(FLOWPORT), "serve", "--workers", str(self.workers)]
-        self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=log, cwd=REPO)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"flowport serve exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/v1/keys", timeout=1).status_code == 401:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"flowport serve did not become ready:\n{self.log()}")
-
-
 class Flowport:
     """`flowport serve` with the demo workflows published and a key to run them."""
 
     def __init__(self, data_dir: Path, *, llm_base_url: str | None, workers: int = 1) -> None:
-        self.stack = ServeStack(
+        self.stack = Stack(
             data_dir=data_dir,
             database_url=f"sqlite:///{data_dir / 'flowport.db'}",
             llm_base_url=llm_base_url,

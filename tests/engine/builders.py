@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from flowport.demo import BMI as BMI  # the contract's example, re-exported for the tests
 from flowport.engine.definition import CompiledWorkflow, compile_workflow, parse_definition
 from flowport.engine.events import NodeFinished, NodeStarted, RunEvent, RunFailed, RunSucceeded
 from flowport.engine.inputs import validate_inputs
@@ -17,35 +18,6 @@ from flowport.outbound import FetchPolicy
 
 # The engine tests' HTTP API listens on 127.0.0.1, which the SSRF guard refuses by default.
 LOCAL_POLICY = FetchPolicy(allow=("127.0.0.1",))
-
-BMI: dict[str, Any] = {
-    "name": "BMI",
-    "visibility": "private",
-    "nodes": [
-        {
-            "id": "start",
-            "type": "in",
-            "name": "开始",
-            "inputs": [
-                {"name": "height", "type": "number", "required": True},
-                {"name": "weight", "type": "number", "required": True},
-            ],
-        },
-        {
-            "id": "calc",
-            "type": "template",
-            "name": "计算",
-            "template": "{{ (weight / (height * height)) | round(2) }}",
-        },
-        {
-            "id": "end",
-            "type": "out",
-            "name": "结束(输出)1",
-            "output": "您的BMI值是{{ calc.output }}",
-        },
-    ],
-    "edges": [{"from": "start", "to": "calc"}, {"from": "calc", "to": "end"}],
-}
 
 
 def chain(*nodes: dict[str, Any], inputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -43,10 +43,16 @@ class Stack:
     database_url: str
     llm_base_url: str | None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # `flowport serve --workers N`: N service processes on grpc_port, grpc_port + 1, ...
+    workers: int = 1
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        # The extra workers' ports follow grpc_port: no other stack may be given them.
+        _handed_out.update(range(self.grpc_port + 1, self.grpc_port + self.workers))
 
     @property
     def base_url(self) -> str:
@@ -85,9 +91,10 @@ class Stack:
     def start(self, timeout_s: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "serve.log").open("ab")
-        self.process = subprocess.Popen(
-            [str(FLOWPORT), "serve"], env=self.env(), stdout=log, stderr=log, cwd=REPO
-        )
+        command = [str(FLOWPORT), "serve"]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
+        self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=log, cwd=REPO)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -13,13 +13,13 @@ import pytest
 
 from flowport.demo import BMI
 from tests.bench import procs
-from tests.bench.targets import ServeStack
 from tests.integration.client import Api
+from tests.integration.stack import Stack
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[ServeStack]:
-    stack = ServeStack(
+def two_workers(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(
         data_dir=tmp_path / "stack",
         database_url=f"sqlite:///{tmp_path / 'flowport.db'}",
         llm_base_url=None,
@@ -30,14 +30,14 @@ def two_workers(tmp_path: Path) -> Iterator[ServeStack]:
     stack.stop()
 
 
-def _requests_per_worker(stack: ServeStack) -> dict[str, int]:
+def _requests_per_worker(stack: Stack) -> dict[str, int]:
     """Envoy's count of requests sent to each service process (its admin /clusters page)."""
     page = httpx.get(f"http://127.0.0.1:{stack.admin_port}/clusters", timeout=5).text
     counts = re.findall(r"^flowport_grpc::([\d.]+:\d+)::rq_total::(\d+)$", page, re.MULTILINE)
     return {address: int(total) for address, total in counts}
 
 
-def test_two_workers_both_serve_runs_and_sigterm_stops_them_all(two_workers: ServeStack) -> None:
+def test_two_workers_both_serve_runs_and_sigterm_stops_them_all(two_workers: Stack) -> None:
     assert two_workers.process is not None
     workers = [
         pid

@@ -16,6 +16,7 @@ from flowport.engine import (
     Token,
 )
 from flowport.engine.llm import TokenUsage
+from flowport.running import PreparedRun
 from flowport.server.context import Services
 from flowport.server.convert import from_struct, struct
 from flowport.server.status import translate_errors
@@ -26,17 +27,25 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    @translate_errors
-    async def Run(
-        self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
-    ) -> runner_pb2.RunResponse:
+    async def _prepare(
+        self,
+        request: runner_pb2.RunRequest | runner_pb2.RunStreamRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> PreparedRun:
+        """Run and RunStream carry the same fields and go through the same checks."""
         caller = await self._services.caller(context)
-        run = await self._services.runs.prepare(
+        return await self._services.runs.prepare(
             caller,
             workflow_id=request.workflow_id,
             raw_input=from_struct(request.input),
             session_id=request.session_id or None,
         )
+
+    @translate_errors
+    async def Run(
+        self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
+    ) -> runner_pb2.RunResponse:
+        run = await self._prepare(request, context)
         result = await self._services.runs.run_to_end(run)
         return runner_pb2.RunResponse(
             output=result.output,
@@ -50,13 +59,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
     async def RunStream(
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
-        caller = await self._services.caller(context)
-        run = await self._services.runs.prepare(
-            caller,
-            workflow_id=request.workflow_id,
-            raw_input=from_struct(request.input),
-            session_id=request.session_id or None,
-        )
+        run = await self._prepare(request, context)
         async for event in self._services.runs.events(run):
             yield _event(event, session_id=run.session_id)
 
