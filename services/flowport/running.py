@@ -106,6 +106,8 @@ class PreparedRun:
     history: Sequence[ChatMessage] = field(default_factory=tuple)
     # The account owning the workflow: its workflow nodes run that account's workflows.
     owner_id: str = ""
+    # Whether a node keeps memory, so the run's end records the session's turn.
+    uses_memory: bool = False
 
 
 class RunService:
@@ -250,6 +252,7 @@ class RunService:
             inputs=inputs,
             history=history,
             owner_id=workflow.account_id,
+            uses_memory=workflow.uses_memory,
         )
 
     async def events(self, run: PreparedRun) -> AsyncIterator[RunEvent]:
@@ -301,25 +304,15 @@ class RunService:
             # A cancel call, not the client leaving: the engine is closed by now, and the
             # client is still there to be told.
             active.task.uncancel()
-            cancelled = RunFailed(
-                run_id=run.run_id,
-                node_id=None,
-                error=Cancelled("the run was cancelled by a cancel request"),
-                total_time=time.perf_counter() - started,
-            )
+            cancelled = _cancelled(run, "the run was cancelled by a cancel request", started)
             await self._record(run, cancelled, nodes)
             recorded = True
             yield cancelled
         finally:
             del self._active[run.run_id]
             if not recorded:
-                cancelled = RunFailed(
-                    run_id=run.run_id,
-                    node_id=None,
-                    error=Cancelled("the run was cancelled: the client went away"),
-                    total_time=time.perf_counter() - started,
-                )
-                # Database.run finishes the write even though this task is being cancelled.
+                # The writer finishes the write even though this task is being cancelled.
+                cancelled = _cancelled(run, "the run was cancelled: the client went away", started)
                 await self._record(run, cancelled, nodes)
             active.finished.set()
 
@@ -437,7 +430,7 @@ class RunService:
             output, error, error_node = None, outcome.error.message, outcome.node_id
 
         turn = None
-        if isinstance(outcome, RunSucceeded) and _uses_memory(run.workflow):
+        if isinstance(outcome, RunSucceeded) and run.uses_memory:
             user = _turn_text(run.workflow.in_node.inputs, run.inputs)
             turn = (run.account_id, run.session_id, user, outcome.output)
         # The outcome, every node and the session's turn in one transaction, shared with
@@ -452,6 +445,16 @@ class RunService:
             node_runs=nodes,
             turn=turn,
         )
+
+
+def _cancelled(run: PreparedRun, message: str, started: float) -> RunFailed:
+    """The outcome of a run cancelled before it ended."""
+    return RunFailed(
+        run_id=run.run_id,
+        node_id=None,
+        error=Cancelled(message),
+        total_time=time.perf_counter() - started,
+    )
 
 
 def _uses_memory(workflow: CompiledWorkflow) -> bool:
