@@ -22,6 +22,9 @@ class _Reply:
     status: int = 200
     first_token_delay_s: float = 0.0
     pause_after: int | None = None
+    failures: int | None = None  # how many more requests `status` answers; None: all
+    error_after: int | None = None
+    error_data: str | None = None
     # Set by release(); created unbound, asyncio binds it to the fake's loop on first wait.
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -66,13 +69,19 @@ class FakeLlm(ThreadedServer):
         status: int = 200,
         first_token_delay_s: float = 0.0,
         pause_after: int | None = None,
+        failures: int | None = None,
+        error_after: int | None = None,
+        error_data: str | None = None,
     ) -> None:
         """Scripts every following reply: `reasoning` chunks, then `tokens` (None: echo the
         last user message), `delay_s` apart.
 
-        `status` other than 200 answers with an OpenAI-style error instead. With
+        `status` other than 200 answers with an OpenAI-style error instead: every request,
+        or with `failures=n` the next n only (a provider that recovers). With
         `pause_after=n` the stream stops after n chunks until `release()`; a test uses
-        it to act while the model is provably mid-answer.
+        it to act while the model is provably mid-answer. With `error_after=n` the stream
+        ends after n chunks with an event of `error_data` (default: an OpenAI-style error
+        object, as OpenAI fails a stream that has begun).
         """
         self.release()  # never strand a stream held by the previous script
         with self._lock:
@@ -83,6 +92,9 @@ class FakeLlm(ThreadedServer):
                 status=status,
                 first_token_delay_s=first_token_delay_s,
                 pause_after=pause_after,
+                failures=failures,
+                error_after=error_after,
+                error_data=error_data,
             )
 
     def reset(self) -> None:
@@ -132,8 +144,11 @@ class FakeLlm(ThreadedServer):
         with self._lock:
             self._requests.append(body)
             reply = self._reply
-        if reply.status != 200:
-            # retry-after-ms keeps the client's retries (openai's max_retries) fast.
+            failing = reply.status != 200 and reply.failures != 0
+            if failing and reply.failures is not None:
+                reply.failures -= 1
+        if failing:
+            # retry-after-ms (OpenAI sends it too) keeps the client's retries fast.
             return web.json_response(
                 {"error": {"message": "fake failure", "type": "server_error", "code": None}},
                 status=reply.status,
@@ -142,6 +157,8 @@ class FakeLlm(ThreadedServer):
         tokens = reply.tokens if reply.tokens is not None else _echo(body)
         chunks = [{"reasoning_content": r, "content": None} for r in reply.reasoning]
         chunks += [{"content": t} for t in tokens]
+        if reply.error_after is not None:
+            chunks = chunks[: reply.error_after]
         model = str(body.get("model", "fake"))
         if not body.get("stream"):
             return web.json_response(_completion(model, reply.reasoning, tokens))
@@ -161,6 +178,11 @@ class FakeLlm(ThreadedServer):
                 with self._lock:
                     self._token_times.append(time.time())
                 await response.write(_sse(_chunk(model, {"role": "assistant", **delta})))
+            if reply.error_after is not None:
+                data = reply.error_data or json.dumps(_STREAM_ERROR)
+                await response.write(f"data: {data}\n\n".encode())
+                await response.write_eof()
+                return response
             await response.write(_sse(_chunk(model, {}, finish_reason="stop")))
             if (body.get("stream_options") or {}).get("include_usage"):
                 # As OpenAI does: one more chunk, with no choices, carrying the usage.
@@ -173,6 +195,14 @@ class FakeLlm(ThreadedServer):
                 self._disconnected.notify_all()
             raise
         return response
+
+
+_STREAM_ERROR = {
+    "error": {
+        "message": "The server had an error while processing your request.",
+        "type": "server_error",
+    }
+}
 
 
 def _echo(body: dict[str, Any]) -> list[str]:

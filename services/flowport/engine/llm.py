@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict, cast
+from typing import Any, Literal, Protocol, TypedDict
 
-import openai
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionMessageParam
+import httpx
+from httpx_sse import EventSource, SSEError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from flowport.errors import Unavailable, UpstreamFailed
 from flowport.settings import Settings
 
 NO_PROVIDER = "no LLM provider configured: set FLOWPORT_LLM_BASE_URL"
+# What the openai SDK retried besides server errors: timeouts, conflicts, rate limits.
+RETRY_STATUSES = frozenset({408, 409, 429})
+MAX_BACKOFF_S = 8.0
+# 0.5 s, 1 s, 2 s, ... as the SDK waited; the jitter spreads out streams refused together.
+BACKOFF = wait_exponential(multiplier=0.5, max=MAX_BACKOFF_S) + wait_random(0, 0.25)
+_MAX_ERROR_MESSAGE = 200
 
 
 class ContentPart(TypedDict, total=False):
@@ -70,70 +84,103 @@ class LlmClient(Protocol):
 
 
 class OpenAiChat:
-    """An OpenAI-compatible provider (OpenAI, DeepSeek, vLLM, Ollama, ...) via the openai package.
+    """An OpenAI-compatible provider (OpenAI, DeepSeek, vLLM, Ollama, ...) over httpx.
 
-    One per service: it holds the connection pool.
+    One per service: it holds the connection pool. Chunks stay plain dicts: the openai SDK
+    built a pydantic model per chunk, most of an llm node's CPU.
     """
 
     def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
         if not settings.llm_base_url:
             raise Unavailable(NO_PROVIDER)
+        self._url = settings.llm_base_url.rstrip("/") + "/chat/completions"
         self._timeout_s = settings.llm_timeout_s
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.llm_base_url,
-            # Local providers need no key, but the client insists on one; an explicit
-            # placeholder also keeps it from sending an OPENAI_API_KEY found in the
-            # environment to a provider it was not meant for.
-            api_key=settings.llm_api_key or "unused",
-            # httpx applies it to each read, so a stream may run longer as long as
-            # chunks keep coming.
+        self._max_retries = max_retries
+        self._client = httpx.AsyncClient(
+            headers={
+                # Local providers need no key, but some proxies in front of them insist on
+                # the header; a placeholder satisfies them.
+                "Authorization": f"Bearer {settings.llm_api_key or 'unused'}",
+                "Accept": "text/event-stream",
+            },
+            # httpx applies it to each read, so a stream may run longer as long as chunks
+            # keep coming.
             timeout=settings.llm_timeout_s,
-            max_retries=max_retries,
+            # The openai SDK's pool: room for 1,000 concurrent streams (httpx's default is 100).
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            # As the openai SDK did: a provider behind a redirect keeps working.
+            follow_redirects=True,
         )
 
     async def stream_chat(
         self, *, messages: Sequence[ChatMessage], model: str, temperature: float | None
     ) -> AsyncGenerator[Delta, None]:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": list(messages),
+            "stream": True,
+            # The last chunk then carries the call's token usage.
+            "stream_options": {"include_usage": True},
+        }
+        # Unset rather than null: some providers reject "temperature": null.
+        if temperature is not None:
+            body["temperature"] = temperature
+        response = await self._open(body)
         try:
-            stream = await self._client.chat.completions.create(
-                model=model,
-                # Each ChatMessage is one of the SDK's message TypedDicts.
-                messages=cast(list[ChatCompletionMessageParam], list(messages)),
-                stream=True,
-                # The last chunk then carries the call's token usage.
-                stream_options={"include_usage": True},
-                # Unset rather than null: some providers reject "temperature": null.
-                temperature=openai.omit if temperature is None else temperature,
-            )
-            # Leaving the block (finished, failed or cancelled) closes the HTTP response.
-            async with stream:
-                async for chunk in stream:
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        # Reasoning models (DeepSeek-R1, Qwen, vLLM) send this
-                        # non-OpenAI field, which the SDK keeps as an extra attribute.
-                        reasoning = getattr(delta, "reasoning_content", None)
-                        if reasoning:
-                            yield Delta(content="", reasoning=str(reasoning))
-                        if delta.content:
-                            yield Delta(content=delta.content)
-                    if chunk.usage is not None:
-                        yield Delta(content="", usage=_token_usage(chunk.usage))
-        except openai.APIError as exc:
-            raise UpstreamFailed(f"LLM provider failed: {self._reason(exc)}") from None
+            events = EventSource(response).aiter_sse()
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if event.data.startswith("[DONE]"):
+                        break
+                    if event.data:  # an event of only a name or an id carries no chunk
+                        for delta in _deltas(event.data):
+                            yield delta
+        except SSEError:  # a 2xx answer of another content type
+            raise _upstream_failed("did not answer with an event stream") from None
+        except httpx.TransportError as exc:
+            raise self._transport_failed(exc, "the connection broke") from None
+        finally:
+            # Finished, failed or closed early (a cancelled node): the HTTP stream ends now.
+            await response.aclose()
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._client.aclose()
 
-    def _reason(self, exc: openai.APIError) -> str:
-        # Short and free of secrets: no request headers, no URL, no provider body dump.
-        if isinstance(exc, openai.APITimeoutError):
-            return f"timed out after {self._timeout_s:g}s"
-        if isinstance(exc, openai.APIConnectionError):
-            return "could not connect"
-        if isinstance(exc, openai.APIStatusError):
-            return f"HTTP {exc.status_code} {exc.response.reason_phrase}".rstrip()
-        return type(exc).__name__
+    async def _open(self, body: dict[str, Any]) -> httpx.Response:
+        """Sends the request, retrying as the openai SDK did; a 2xx response still to be read.
+
+        Retries happen only here, before the answer's first byte: once deltas were yielded,
+        a second attempt would repeat them.
+        """
+        request = self._client.build_request("POST", self._url, json=body)
+        # A fresh one per call: AsyncRetrying keeps per-call state on itself.
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(1 + self._max_retries),
+            wait=_backoff,
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = await retrying(self._send, request)
+        except httpx.HTTPStatusError as exc:
+            status = f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
+            raise _upstream_failed(status.rstrip()) from None
+        except httpx.TransportError as exc:
+            raise self._transport_failed(exc, "could not connect") from None
+        return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        response = await self._client.send(request, stream=True)
+        if not response.is_success:
+            # The body is never shown (it may echo the request), so it is not read.
+            await response.aclose()
+            response.raise_for_status()
+        return response
+
+    def _transport_failed(self, exc: httpx.TransportError, otherwise: str) -> UpstreamFailed:
+        if isinstance(exc, httpx.TimeoutException):
+            return _upstream_failed(f"timed out after {self._timeout_s:g}s")
+        return _upstream_failed(otherwise)
 
 
 async def complete(
@@ -180,14 +227,81 @@ def add_usage(total: TokenUsage | None, more: Mapping[str, Any] | None) -> Token
     )
 
 
-def _token_usage(usage: CompletionUsage) -> TokenUsage:
-    details = usage.completion_tokens_details
-    reasoning = details.reasoning_tokens if details is not None else None
+def _upstream_failed(reason: str) -> UpstreamFailed:
+    # Short and free of secrets: no URL, no headers, no provider body dump.
+    return UpstreamFailed(f"LLM provider failed: {reason}")
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        return status in RETRY_STATUSES or status >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+def _backoff(state: RetryCallState) -> float:
+    """The wait the provider asked for, when it is short; else BACKOFF."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(exc, httpx.HTTPStatusError):
+        asked = _retry_after(exc.response.headers)
+        if asked is not None:
+            return asked
+    return BACKOFF(state)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    # OpenAI sends retry-after-ms besides the standard header (whose date form is ignored).
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers[name]) * scale
+        except (KeyError, ValueError):
+            continue
+        if 0 <= seconds <= MAX_BACKOFF_S:
+            return seconds
+    return None
+
+
+def _deltas(data: str) -> list[Delta]:
+    """The deltas in one chunk (its JSON text)."""
+    try:
+        chunk = json.loads(data)
+        if error := chunk.get("error"):
+            # How OpenAI fails a stream whose 200 status is already sent.
+            raise _upstream_failed(_error_message(error))
+        deltas: list[Delta] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            # Reasoning models (DeepSeek-R1, Qwen, vLLM) send this non-OpenAI field.
+            if reasoning := delta.get("reasoning_content"):
+                deltas.append(Delta(content="", reasoning=str(reasoning)))
+            if content := delta.get("content"):
+                deltas.append(Delta(content=str(content)))
+        if (usage := chunk.get("usage")) is not None:
+            deltas.append(Delta(content="", usage=_token_usage(usage)))
+    # Not JSON, or JSON of another shape (a list, a choice that is a string, a count "n/a").
+    except (ValueError, TypeError, AttributeError):
+        raise _upstream_failed("sent a malformed chunk") from None
+    return deltas
+
+
+def _error_message(error: object) -> str:
+    message = error.get("message") if isinstance(error, Mapping) else None
+    if not isinstance(message, str) or not message:
+        return "an error in the stream"
+    if len(message) > _MAX_ERROR_MESSAGE:
+        return message[:_MAX_ERROR_MESSAGE] + "..."
+    return message
+
+
+def _token_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    details = usage.get("completion_tokens_details") or {}
     return TokenUsage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        reasoning_tokens=reasoning or 0,
-        total_tokens=usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        reasoning_tokens=int(details.get("reasoning_tokens") or 0),
+        total_tokens=int(usage.get("total_tokens") or prompt + completion),
     )
 
 
