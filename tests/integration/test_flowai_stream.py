@@ -11,7 +11,9 @@ from tests.integration.client import Api
 
 
 def test_frames_match_flowai_documentation(api: Api, fake_llm: FakeLlm) -> None:
-    fake_llm.set_reply(tokens=["嗯", ",", "在", "呢", "。"])
+    # Written apart in time, each token is a frame of its own, as in FlowAI's example
+    # (tokens that queue up together go joined in one frame).
+    fake_llm.set_reply(tokens=["嗯", ",", "在", "呢", "。"], delay_s=0.05)
     workflow_id = api.publish(CHAT)
 
     frames = api.stream_events(workflow_id, {"输入": "在吗?"})
@@ -88,14 +90,14 @@ def test_tokens_reach_the_client_before_the_llm_finishes(api: Api, fake_llm: Fak
         for sse in source.iter_sse():
             if sse.event == "stream":
                 seen.append(json.loads(sse.data)["Content"])
-                if len(seen) == 2:
+                if "".join(seen) == "one two ":
                     # Two tokens arrived while the LLM is provably still answering.
                     assert len(fake_llm.token_times) == 2
                     fake_llm.release()
             if sse.event == "output":
                 assert json.loads(sse.data)["output"] == "one two three"
 
-    assert seen == ["one ", "two ", "three"]
+    assert "".join(seen) == "one two three"
 
 
 def test_reasoning_is_streamed_apart_from_content(api: Api, fake_llm: FakeLlm) -> None:
@@ -104,12 +106,12 @@ def test_reasoning_is_streamed_apart_from_content(api: Api, fake_llm: FakeLlm) -
 
     frames = api.stream_events(workflow_id, {"输入": "answer?"})
 
-    streamed = [data for event, data in frames if event == "stream"]
-    assert [(d["Content"], d["Reasoning"]) for d in streamed] == [
-        ("", "let me "),
-        ("", "think"),
-        ("42", None),
-    ]
+    streamed = [(d["Content"], d["Reasoning"]) for event, d in frames if event == "stream"]
+    # Reasoning frames first (Content ""), then the answer's (Reasoning null); chunks that
+    # arrived together may share a frame, never across the two kinds.
+    thinking = [reasoning for content, reasoning in streamed if reasoning is not None]
+    assert streamed == [("", r) for r in thinking] + [("42", None)]
+    assert "".join(thinking) == "let me think"
     assert frames[-1][1]["output"] == "42"
 
 

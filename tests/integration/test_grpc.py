@@ -62,7 +62,8 @@ def test_bearer_metadata_and_management_over_grpc(api: Api, channel: grpc.Channe
 
 
 def test_run_stream_sends_typed_events_in_order(api: Api, channel: grpc.Channel, fake_llm) -> None:
-    fake_llm.set_reply(tokens=["嗯", ",", "在", "呢", "。"])
+    # Apart in time, so each is an event of its own (tokens queued together are joined).
+    fake_llm.set_reply(tokens=["嗯", ",", "在", "呢", "。"], delay_s=0.05)
     workflow_id = api.publish(CHAT)
     runner = runner_pb2_grpc.WorkflowRunnerStub(channel)
 

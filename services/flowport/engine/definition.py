@@ -104,11 +104,10 @@ class CompiledWorkflow:
     # node id -> expression field ("branches[0].when") -> compiled expression
     expressions: Mapping[str, Mapping[str, jinja2.environment.TemplateExpression]]
 
-    def sorter(self) -> graphlib.TopologicalSorter[str]:
-        """A fresh ready-set scheduler over the nodes, for one run."""
-        sorter = graphlib.TopologicalSorter(self.predecessors)
-        sorter.prepare()
-        return sorter
+    def countdown(self) -> dict[str, int]:
+        """For one run: per node, how many predecessors are yet to finish or be skipped
+        before it may start (a copy: the run counts it down)."""
+        return {node_id: len(preds) for node_id, preds in self.predecessors.items()}
 
 
 def parse_definition(data: object) -> WorkflowDefinition:

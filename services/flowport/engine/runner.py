@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +48,8 @@ async def execute(
 ) -> AsyncGenerator[RunEvent, None]:
     """Runs the workflow on already validated `inputs`.
 
-    Yields RunStarted, then per node NodeStarted, its Tokens, NodeFinished (a skipped node:
+    Yields RunStarted, then per node NodeStarted, its Tokens (those that queued up
+    while the consumer was busy joined into one), NodeFinished (a skipped node:
     NodeFinished alone), and last RunSucceeded or RunFailed. Closing the iterator early (the
     client went away) cancels every node still running, and returns once they have stopped.
 
@@ -68,17 +70,23 @@ async def execute(
         depth=depth,
     )
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
+    held: RunEvent | None = None  # taken from the queue while joining tokens, not yet yielded
     try:
         while True:
-            event = await run.events.get()
+            event = held if held is not None else await run.events.get()
+            if isinstance(event, Token):
+                event, held = _joined_tokens(event, run.events)
+            else:
+                held = None
             yield event
             if isinstance(event, RunSucceeded | RunFailed):
                 return
     finally:
-        driver.cancel()
-        # Wait for the nodes to unwind (their HTTP streams closed) before returning;
-        # asyncio.wait, unlike await, does not swallow a cancellation of our own task.
-        await asyncio.wait({driver})
+        if not driver.done():
+            driver.cancel()
+            # Wait for the nodes to unwind (their HTTP streams closed) before returning;
+            # asyncio.wait, unlike await, does not swallow a cancellation of our own task.
+            await asyncio.wait({driver})
 
 
 class _NodeFailed(Exception):
@@ -153,21 +161,41 @@ class _Run:
             )
 
     async def _schedule(self) -> None:
-        # graphlib's ready set: a node starts as soon as all its predecessors finished or
-        # were skipped, so independent branches run concurrently and joins never wait for
-        # a branch that will not come.
-        sorter = self.workflow.sorter()
+        # A node starts as soon as all its predecessors finished or were skipped, so
+        # independent branches run concurrently and joins never wait for a branch that will
+        # not come. Counting down predecessors needs no per-run graph work (graphlib's
+        # sorter cost more than running a template node).
+        waiting = self.workflow.countdown()
+        successors = self.workflow.successors
+        ready = deque(node_id for node_id, count in waiting.items() if count == 0)
         finished: asyncio.Queue[str] = asyncio.Queue()
+        running = 0
+
+        def done(node_id: str) -> None:
+            for successor in successors[node_id]:
+                waiting[successor] -= 1
+                if waiting[successor] == 0:
+                    ready.append(successor)
+
         # A node that raises makes the TaskGroup cancel the other nodes and this loop.
         async with asyncio.TaskGroup() as nodes:
-            while sorter.is_active():
-                for node_id in sorter.get_ready():
-                    if self._reached(node_id):
-                        nodes.create_task(self._run_node(node_id, finished), name=node_id)
-                    else:
-                        self._skip(node_id)
-                        finished.put_nowait(node_id)
-                sorter.done(await finished.get())
+            while ready or running:
+                if not ready:
+                    done(await finished.get())
+                    running -= 1
+                    continue
+                node_id = ready.popleft()
+                if not self._reached(node_id):
+                    self._skip(node_id)
+                    done(node_id)
+                elif running == 0 and not ready:
+                    # The only node that can run now (a chain's usual case): awaited here,
+                    # which costs no task, and cancels the same way.
+                    await self._run_node(node_id)
+                    done(node_id)
+                else:
+                    nodes.create_task(self._run_node(node_id, finished), name=node_id)
+                    running += 1
 
     def _reached(self, node_id: str) -> bool:
         """Whether some edge into the node was taken: its source ran to an output and, for
@@ -195,7 +223,8 @@ class _Run:
             )
         )
 
-    async def _run_node(self, node_id: str, finished: asyncio.Queue[str]) -> None:
+    async def _run_node(self, node_id: str, finished: asyncio.Queue[str] | None = None) -> None:
+        """Runs one node to its NodeFinished; then, run as a task, reports to `finished`."""
         node = self.workflow.nodes[node_id]
         ancestors = self.workflow.ancestors[node_id]
         ctx = NodeContext(
@@ -253,7 +282,8 @@ class _Run:
         else:
             self._keep(node_id, output)
             finish("succeeded", output, None)
-        finished.put_nowait(node_id)
+        if finished is not None:
+            finished.put_nowait(node_id)
 
     def _keep(self, node_id: str, output: dict[str, Any]) -> None:
         node = self.workflow.nodes[node_id]
@@ -284,6 +314,36 @@ class _Run:
             max_depth=self.max_depth,
             depth=self.depth + 1,
         )
+
+
+def _joined_tokens(first: Token, queue: asyncio.Queue[RunEvent]) -> tuple[Token, RunEvent | None]:
+    """`first` joined with the tokens queued right behind it of the same node and kind
+    (answer or reasoning), and the first queued event that could not be joined, if any.
+
+    A provider can send tokens faster than a client takes frames: those already waiting go
+    as one event (one frame, one gRPC message) instead of one each, so a burst does not
+    queue up behind per-frame costs. A token that arrives alone still goes alone, at once.
+    """
+    if queue.empty():
+        return first, None
+    kind = first.reasoning is None
+    parts = [first.content if kind else first.reasoning or ""]
+    following: RunEvent | None = None
+    while not queue.empty():
+        event = queue.get_nowait()
+        if not (
+            isinstance(event, Token)
+            and event.node_id == first.node_id
+            and (event.reasoning is None) == kind
+        ):
+            following = event
+            break
+        parts.append(event.content if kind else event.reasoning or "")
+    if len(parts) == 1:
+        return first, following
+    text = "".join(parts)
+    joined = Token(first.node_id, text, None) if kind else Token(first.node_id, "", text)
+    return joined, following
 
 
 def _node_error(node_id: str, exc: Exception) -> FlowportError:
