@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,10 +255,11 @@ class RunService:
             uses_memory=workflow.uses_memory,
         )
 
-    async def events(self, run: PreparedRun) -> AsyncIterator[RunEvent]:
-        """The run's events as they happen. The outcome is recorded before the last event is
-        yielded, so a run acknowledged to the client is on record; a consumer that stops early
-        (the client went away) leaves the run recorded as cancelled."""
+    async def batches(self, run: PreparedRun) -> AsyncGenerator[list[RunEvent], None]:
+        """The run's events as they happen, in the engine's batches (every event ready at
+        once: a stream sends one message for all). The outcome is recorded before the last
+        batch is yielded, so a run acknowledged to the client is on record; a consumer that
+        stops early (the client went away) leaves the run recorded as cancelled."""
         nodes: list[NodeRunRecord] = []
         recorded = False
         started = time.perf_counter()
@@ -280,21 +281,25 @@ class RunService:
                     fetch_policy=self._fetch,
                 )
             ) as stream:
-                async for event in stream:
-                    blocked = self._blocked(event, generated)
-                    if blocked is not None:
-                        event = RunFailed(
-                            run_id=run.run_id,
-                            node_id=blocked.node_id,
-                            error=blocked,
-                            total_time=time.perf_counter() - started,
-                        )
-                    if isinstance(event, NodeFinished):
-                        nodes.append(_node_record(event))
-                    elif isinstance(event, RunSucceeded | RunFailed):
-                        await self._record(run, event, nodes)
-                        recorded = True
-                    yield event
+                async for batch in stream:
+                    checked: list[RunEvent] = []
+                    for event in batch:
+                        blocked = self._blocked(event, generated)
+                        if blocked is not None:
+                            event = RunFailed(
+                                run_id=run.run_id,
+                                node_id=blocked.node_id,
+                                error=blocked,
+                                total_time=time.perf_counter() - started,
+                            )
+                        checked.append(event)
+                        if isinstance(event, NodeFinished):
+                            nodes.append(_node_record(event))
+                        elif isinstance(event, RunSucceeded | RunFailed):
+                            await self._record(run, event, nodes)
+                            recorded = True
+                            break
+                    yield checked
                     if recorded:
                         # Leaving the block closes the engine: in-flight nodes are cancelled.
                         return
@@ -307,7 +312,7 @@ class RunService:
             cancelled = _cancelled(run, "the run was cancelled by a cancel request", started)
             await self._record(run, cancelled, nodes)
             recorded = True
-            yield cancelled
+            yield [cancelled]
         finally:
             del self._active[run.run_id]
             if not recorded:
@@ -315,6 +320,13 @@ class RunService:
                 cancelled = _cancelled(run, "the run was cancelled: the client went away", started)
                 await self._record(run, cancelled, nodes)
             active.finished.set()
+
+    async def events(self, run: PreparedRun) -> AsyncGenerator[RunEvent, None]:
+        """The events of `batches`, one by one."""
+        async with aclosing(self.batches(run)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
     async def cancel(self, run_id: str, *, wait_s: float = 5.0) -> bool:
         """Cancels a run executing in this process and waits until its outcome is recorded.

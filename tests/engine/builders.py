@@ -13,7 +13,7 @@ from flowport.engine.events import NodeFinished, NodeStarted, RunEvent, RunFaile
 from flowport.engine.inputs import validate_inputs
 from flowport.engine.llm import ChatMessage, LlmClient
 from flowport.engine.nodes import WorkflowLoader
-from flowport.engine.runner import execute
+from flowport.engine.runner import events_of, execute
 from flowport.outbound import FetchPolicy
 
 # The engine tests' HTTP API listens on 127.0.0.1, which the SSRF guard refuses by default.
@@ -42,16 +42,18 @@ async def run_all(
     fetch_policy: FetchPolicy = LOCAL_POLICY,
 ) -> list[RunEvent]:
     """Every event of one run, to its end."""
-    events = execute(
-        workflow,
-        run_id="run_1",
-        inputs=validate_inputs(workflow.in_node.inputs, inputs),
-        session_id="s1",
-        llm=llm,
-        default_model="default-model",
-        history=history,
-        load_workflow=load_workflow,
-        fetch_policy=fetch_policy,
+    events = events_of(
+        execute(
+            workflow,
+            run_id="run_1",
+            inputs=validate_inputs(workflow.in_node.inputs, inputs),
+            session_id="s1",
+            llm=llm,
+            default_model="default-model",
+            history=history,
+            load_workflow=load_workflow,
+            fetch_policy=fetch_policy,
+        )
     )
     async with asyncio.timeout(10):
         return [event async for event in events]

@@ -20,7 +20,7 @@ from flowport.engine.events import (
 )
 from flowport.engine.inputs import validate_inputs
 from flowport.engine.llm import ChatMessage, Delta, LlmClient, OpenAiChat
-from flowport.engine.runner import execute
+from flowport.engine.runner import events_of, execute
 from flowport.errors import FlowportError, Unavailable, UpstreamFailed
 from tests.engine.builders import BMI, chain, compiled
 from tests.fakes.fake_llm import FakeLlm
@@ -35,14 +35,16 @@ def run(
     llm: LlmClient | None = None,
     history: Sequence[ChatMessage] = (),
 ) -> AsyncGenerator[RunEvent, None]:
-    return execute(
-        workflow,
-        run_id="run_1",
-        inputs=validate_inputs(workflow.in_node.inputs, inputs),
-        session_id="s1",
-        llm=llm,
-        default_model="default-model",
-        history=history,
+    return events_of(
+        execute(
+            workflow,
+            run_id="run_1",
+            inputs=validate_inputs(workflow.in_node.inputs, inputs),
+            session_id="s1",
+            llm=llm,
+            default_model="default-model",
+            history=history,
+        )
     )
 
 

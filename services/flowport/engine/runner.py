@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -45,13 +46,16 @@ async def execute(
     fetch_policy: FetchPolicy | None = None,
     max_depth: int = MAX_DEPTH,
     depth: int = 0,
-) -> AsyncGenerator[RunEvent, None]:
+) -> AsyncGenerator[list[RunEvent], None]:
     """Runs the workflow on already validated `inputs`.
 
-    Yields RunStarted, then per node NodeStarted, its Tokens (those that queued up
-    while the consumer was busy joined into one), NodeFinished (a skipped node:
-    NodeFinished alone), and last RunSucceeded or RunFailed. Closing the iterator early (the
-    client went away) cancels every node still running, and returns once they have stopped.
+    Yields the events in batches, each time every event that happened since the consumer
+    last asked (never none), so that a consumer sending them over a network can send one
+    message for all: RunStarted, then per node NodeStarted, its Tokens (a run of them in
+    one batch joined into one), NodeFinished (a skipped node: NodeFinished alone), and last
+    RunSucceeded or RunFailed. `events_of` gives them one by one. Closing the iterator early
+    (the client went away) cancels every node still running, and returns once they have
+    stopped.
 
     `load_workflow` finds the workflows that workflow nodes run (without it they fail);
     `fetch_policy` bounds http nodes; `depth` is how deep in workflow nodes this run is.
@@ -70,16 +74,13 @@ async def execute(
         depth=depth,
     )
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
-    held: RunEvent | None = None  # taken from the queue while joining tokens, not yet yielded
     try:
         while True:
-            event = held if held is not None else await run.events.get()
-            if isinstance(event, Token):
-                event, held = _joined_tokens(event, run.events)
-            else:
-                held = None
-            yield event
-            if isinstance(event, RunSucceeded | RunFailed):
+            batch = [await run.events.get()]
+            while not run.events.empty():
+                batch.append(run.events.get_nowait())
+            yield _joined_tokens(batch)
+            if isinstance(batch[-1], RunSucceeded | RunFailed):
                 return
     finally:
         if not driver.done():
@@ -298,7 +299,7 @@ class _Run:
 
     def _child_run(
         self, workflow: CompiledWorkflow, inputs: dict[str, Any]
-    ) -> AsyncGenerator[RunEvent, None]:
+    ) -> AsyncGenerator[list[RunEvent], None]:
         if self.depth >= self.max_depth:
             raise TooDeep(self.max_depth)
         return execute(
@@ -316,34 +317,36 @@ class _Run:
         )
 
 
-def _joined_tokens(first: Token, queue: asyncio.Queue[RunEvent]) -> tuple[Token, RunEvent | None]:
-    """`first` joined with the tokens queued right behind it of the same node and kind
-    (answer or reasoning), and the first queued event that could not be joined, if any.
-
-    A provider can send tokens faster than a client takes frames: those already waiting go
-    as one event (one frame, one gRPC message) instead of one each, so a burst does not
-    queue up behind per-frame costs. A token that arrives alone still goes alone, at once.
-    """
-    if queue.empty():
-        return first, None
-    kind = first.reasoning is None
-    parts = [first.content if kind else first.reasoning or ""]
-    following: RunEvent | None = None
-    while not queue.empty():
-        event = queue.get_nowait()
-        if not (
+def _joined_tokens(batch: list[RunEvent]) -> list[RunEvent]:
+    """The batch with each run of tokens of one node and kind (answer or reasoning) joined
+    into one: a provider can write tokens faster than a client takes frames, and those
+    already waiting then go as one frame instead of queueing behind per-frame costs."""
+    joined: list[RunEvent] = []
+    for event in batch:
+        last = joined[-1] if joined else None
+        if (
             isinstance(event, Token)
-            and event.node_id == first.node_id
-            and (event.reasoning is None) == kind
+            and isinstance(last, Token)
+            and last.node_id == event.node_id
+            and (last.reasoning is None) == (event.reasoning is None)
         ):
-            following = event
-            break
-        parts.append(event.content if kind else event.reasoning or "")
-    if len(parts) == 1:
-        return first, following
-    text = "".join(parts)
-    joined = Token(first.node_id, text, None) if kind else Token(first.node_id, "", text)
-    return joined, following
+            if event.reasoning is None:
+                joined[-1] = Token(event.node_id, last.content + event.content, None)
+            else:
+                joined[-1] = Token(event.node_id, "", (last.reasoning or "") + event.reasoning)
+        else:
+            joined.append(event)
+    return joined
+
+
+async def events_of(
+    batches: AsyncGenerator[list[RunEvent], None],
+) -> AsyncGenerator[RunEvent, None]:
+    """The events of `execute`'s batches one by one; closing it closes the run."""
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for event in batch:
+                yield event
 
 
 def _node_error(node_id: str, exc: Exception) -> FlowportError:

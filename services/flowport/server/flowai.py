@@ -59,9 +59,11 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
 
         await context.send_initial_metadata(SSE_HEADERS + run_header)
         try:
-            async for event in runs.events(run):
-                data = flowai.render_event(event)
-                if data is not None:
+            async for batch in runs.batches(run):
+                # The frames of every event ready at once in one message: SSE is a byte
+                # stream, so the client reads the same bytes, with one write instead of many.
+                data = b"".join(filter(None, map(flowai.render_event, batch)))
+                if data:
                     yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
         except Exception as error:
             # After the first byte the HTTP status cannot change: the error is a frame.

@@ -30,7 +30,7 @@ NodeExecutor = Callable[[Any, "NodeContext"], Awaitable[NodeOutput]]
 # when the caller may not run it.
 WorkflowLoader = Callable[[str], Awaitable["CompiledWorkflow"]]
 # Runs another workflow as a child of the current run, on the given validated inputs.
-ChildRunner = Callable[["CompiledWorkflow", dict[str, Any]], AsyncGenerator["RunEvent", None]]
+ChildRunner = Callable[["CompiledWorkflow", dict[str, Any]], AsyncGenerator[list["RunEvent"], None]]
 
 
 def restated(error: FlowportError, message: str, *, node_id: str | None = None) -> FlowportError:

@@ -67,13 +67,14 @@ async def run(node: WorkflowNode, ctx: NodeContext) -> NodeOutput:
         raise InvalidArgument(f"workflow {node.workflow_id}: {exc.message}") from None
     ctx.node_inputs = {"workflow_id": node.workflow_id, "inputs": inputs}
 
-    events = ctx.run_workflow(target, inputs)
-    async with contextlib.aclosing(events):
-        async for event in events:
-            if isinstance(event, RunSucceeded):
-                return {"output": event.output, "usage": event.usage}
-            if isinstance(event, RunFailed):
-                raise _child_failure(node.workflow_id, event.error)
+    batches = ctx.run_workflow(target, inputs)
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            outcome = batch[-1]  # an outcome is always the last event
+            if isinstance(outcome, RunSucceeded):
+                return {"output": outcome.output, "usage": outcome.usage}
+            if isinstance(outcome, RunFailed):
+                raise _child_failure(node.workflow_id, outcome.error)
     raise FlowportError(f"workflow {node.workflow_id} ended without an outcome")
 
 
