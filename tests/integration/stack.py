@@ -37,6 +37,28 @@ def free_port() -> int:
             return port
 
 
+def consecutive_free_ports(count: int) -> int:
+    """The first of `count` consecutive ports, all free now, below the kernel's ephemeral
+    range: a port from bind(0) is in that range, and its neighbour may be taken by any
+    outgoing connection before a worker binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for base in range(low - count, 10_000, -count):
+        ports = range(base, base + count)
+        if _handed_out.isdisjoint(ports) and all(_bindable(port) for port in ports):
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports below {low}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class Stack:
     data_dir: Path
@@ -51,8 +73,8 @@ class Stack:
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        # The extra workers' ports follow grpc_port: no other stack may be given them.
-        _handed_out.update(range(self.grpc_port + 1, self.grpc_port + self.workers))
+        if self.workers > 1:
+            self.grpc_port = consecutive_free_ports(self.workers)
 
     @property
     def base_url(self) -> str:
