@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Internal: how the supervisor of --workers N starts each worker.
     serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
+    # Internal: how `serve` migrates and recovers the database before it serves.
+    serving.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown only now)")
@@ -81,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         import uvloop
 
-        from flowport.server.app import serve, serve_worker
+        from flowport.server.app import prepare_database, serve, serve_worker
 
+        if args.prepare_only:
+            asyncio.run(prepare_database(settings))
+            return 0
         if args.worker_port is not None:
             work = serve_worker(settings, args.worker_port)
         else:

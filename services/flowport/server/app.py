@@ -98,6 +98,17 @@ async def prepare_database(settings: Settings) -> None:
         log.warning("marked %d interrupted runs as failed", stale)
 
 
+async def prepare_database_in_child() -> None:
+    """`prepare_database` in a process of its own (`flowport serve --prepare-only`), so that
+    Alembic and the migration's memory never stay in the serving process; raises if it
+    failed (its log says why)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowport.cli", "serve", "--prepare-only"
+    )
+    if await child.wait() != 0:
+        raise RuntimeError(f"preparing the database failed (exit code {child.returncode})")
+
+
 async def create_server(
     settings: Settings, *, port: int | None = None, prepare: bool = True
 ) -> FlowportServer:
@@ -170,10 +181,11 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
     the service drains first, then Envoy stops. With `workers` > 1 the service is that many
     child processes on consecutive ports from `grpc_port`, behind the one Envoy."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await prepare_database_in_child()
     if workers > 1:
         return await _supervise(settings, workers)
     async with _stop_signals() as stop:
-        flowport = await create_server(settings)
+        flowport = await create_server(settings, prepare=False)
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
             base_id=settings.envoy_base_id,
@@ -216,7 +228,6 @@ async def _supervise(settings: Settings, workers: int) -> int:
     workers drain, then Envoy stops."""
     ports = [settings.grpc_port + n for n in range(workers)]
     async with _stop_signals() as stop:
-        await prepare_database(settings)
         children = [await _start_worker(port) for port in ports]
         envoy: EnvoyProcess | None = None
         code = 0

@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -72,6 +73,10 @@ def _begin_immediate(connection: Connection) -> None:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code: there is no alembic.ini."""
+    # Imported here: `flowport serve` migrates in a short-lived child process, so the
+    # serving process never holds Alembic (~10 MiB).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -161,6 +166,8 @@ class Database:
                     connection.exec_driver_sql(
                         f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"
                     )
+                from alembic import command
+
                 command.upgrade(alembic_config(connection), revision)
         finally:
             engine.dispose()
