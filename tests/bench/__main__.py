@@ -14,7 +14,7 @@ from tests.bench import blocking, streams, wrk
 from tests.bench.config import BenchConfig
 from tests.bench.report import Results, headline, render, write_json
 from tests.bench.targets import Ceiling, Flowport, serve_supports_workers
-from tests.fakes.fake_llm import FakeLlm
+from tests.fakes.fake_llm_process import FakeLlmProcess
 from tests.integration.stack import REPO
 
 WORK_DIR = REPO / ".flowport" / "bench"
@@ -45,7 +45,9 @@ async def main() -> int:
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)
     results = Results(config=config)
-    with FakeLlm() as fake:
+    # The fake LLM in a process of its own: in this one it would take the GIL from the
+    # client while it writes, and its time would count as the relay's.
+    with FakeLlmProcess() as fake:
 
         def fresh(name: str, workers: int = 1) -> Flowport:
             # A fresh service for each group of scenarios: a group that leaves the service

@@ -22,7 +22,7 @@ from tests.bench.stats import median, percentile
 
 if TYPE_CHECKING:  # the unit tests import this module without the service's packages
     from tests.bench.targets import Flowport
-    from tests.fakes.fake_llm import FakeLlm
+    from tests.fakes.fake_llm_process import FakeLlmProcess
 
 CHAT_INPUT = {"输入": "bench"}
 # Each token names its index, so a relayed frame maps back to the fake's write time even if
@@ -121,7 +121,7 @@ def token_latencies(stream: Stream, written: list[float]) -> list[float]:
     return [latencies[i] for i in range(len(written))]
 
 
-async def relay(config: BenchConfig, flowport: Flowport, fake: FakeLlm) -> RelayResult:
+async def relay(config: BenchConfig, flowport: Flowport, fake: FakeLlmProcess) -> RelayResult:
     """Streams run one after another, so each has the service to itself."""
     tokens = numbered_tokens(config.relay_tokens)
     expected = "".join(tokens)
@@ -236,7 +236,9 @@ def raise_fd_limit(needed: int) -> None:
         raise RuntimeError(f"{needed} open files needed, the hard limit is {hard}")
 
 
-async def concurrent(config: BenchConfig, flowport: Flowport, fake: FakeLlm) -> ConcurrentResult:
+async def concurrent(
+    config: BenchConfig, flowport: Flowport, fake: FakeLlmProcess
+) -> ConcurrentResult:
     """`config.concurrent_streams` streamed runs started at once against a slow model."""
     count = config.concurrent_streams
     tokens = numbered_tokens(config.concurrent_tokens)

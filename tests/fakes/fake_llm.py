@@ -1,9 +1,12 @@
-"""A scripted OpenAI-compatible chat server on a real socket, for sync and async tests."""
+"""A scripted OpenAI-compatible chat server on a real socket, for sync and async tests;
+`python -m tests.fakes.fake_llm` runs it as a process of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import resource
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +41,11 @@ class FakeLlm(ThreadedServer):
     completion token per chunk, the reasoning chunks as reasoning tokens.
     Records every request body (`requests`), when each token chunk was written
     (`token_times`, time.time()) and clients that went away mid-stream (`disconnects`).
+
+    Another process scripts it through the control routes under `/_fake/`
+    (tests/fakes/fake_llm_process.py): `POST reply` (a JSON object of `set_reply`'s
+    arguments), `POST reset`, `POST release`, and `GET record` (requests, token_times,
+    disconnects).
     """
 
     thread_name = "fake-llm"
@@ -138,6 +146,35 @@ class FakeLlm(ThreadedServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
+        # A prefix outside /v1, so no OpenAI path can ever clash with it.
+        app.router.add_post("/_fake/reply", self._control_reply)
+        app.router.add_post("/_fake/reset", self._control_reset)
+        app.router.add_post("/_fake/release", self._control_release)
+        app.router.add_get("/_fake/record", self._control_record)
+
+    async def _control_reply(self, request: web.Request) -> web.Response:
+        try:
+            self.set_reply(**await request.json())
+        except TypeError as error:  # an unknown or missing argument
+            raise web.HTTPBadRequest(text=str(error)) from error
+        return web.Response(status=204)
+
+    async def _control_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(status=204)
+
+    async def _control_release(self, request: web.Request) -> web.Response:
+        self.release()
+        return web.Response(status=204)
+
+    async def _control_record(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "token_times": self.token_times,
+                "disconnects": self.disconnects,
+            }
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -265,3 +302,22 @@ def _completion(model: str, reasoning: list[str], tokens: list[str]) -> dict[str
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+def main() -> None:
+    """Serves until SIGTERM or SIGINT; the first line on stdout is the base URL."""
+    # Every stream is a socket: the bench's 1,000 at once need more than a default soft limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with FakeLlm() as fake:
+        print(fake.base_url, flush=True)
+        # The main thread only waits: the server's thread has the GIL to itself.
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()
