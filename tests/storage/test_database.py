@@ -162,3 +162,27 @@ async def test_a_database_of_the_first_release_upgrades_and_keeps_its_data(targe
             assert "session_turns" in await connection.run_sync(_schema)
     finally:
         await upgraded.dispose()
+
+
+async def test_a_connection_returned_inside_a_transaction_is_rolled_back(tmp_path) -> None:
+    # SQLite's pool skips the blanket rollback on return (a round trip per write) and rolls
+    # back only a connection still inside a transaction: what it wrote is undone, and the
+    # write lock it held is released for the next user.
+    db = Database.connect(f"sqlite:///{tmp_path / 'f.db'}")
+    await db.migrate()
+    try:
+        async with db.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.execute(
+                "INSERT INTO accounts (id, name, created_at) "
+                "VALUES ('acct_x', 'left open', '2026-01-01 00:00:00')"
+            )
+            assert driver.in_transaction
+        async with db.session() as session:
+            assert await get_or_create_account(session, name="after") is not None
+            names = (await session.exec(text("SELECT name FROM accounts"))).all()  # type: ignore[call-overload]
+        assert [tuple(row) for row in names] == [("after",)]
+    finally:
+        await db.dispose()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolResetState
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 if TYPE_CHECKING:
@@ -71,6 +71,17 @@ def _begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _rollback_if_in_transaction(
+    dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """A connection back in the pool is rolled back only if it is inside a transaction:
+    after a commit, the pool's unconditional rollback was one more round trip to aiosqlite's
+    thread on every write of the run path."""
+    driver = record.driver_connection
+    if not state.terminate_only and driver is not None and driver.in_transaction:
+        dbapi_connection.rollback()
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code: there is no alembic.ini."""
     # Imported here: `flowport serve` migrates in a short-lived child process, so the
@@ -113,7 +124,10 @@ class Database:
                 pool_size=1,
                 max_overflow=0,
                 pool_timeout=60,
+                # Reset by _rollback_if_in_transaction instead.
+                pool_reset_on_return=None,
             )
+            event.listen(engine.sync_engine, "reset", _rollback_if_in_transaction)
         else:
             engine = create_async_engine(async_url, connect_args=dict(connect_args))
         if engine.dialect.name == "sqlite":
