@@ -72,6 +72,10 @@ async def main() -> int:
         async with started(streams_stack := fresh("flowport-streams")):
             progress("2. streaming relay")
             results.relay = await streams.relay(config, streams_stack, fake)
+            progress(f"2. streaming relay, tokens {config.relay_paced_gap_s * 1e3:g} ms apart")
+            results.relay_paced = await streams.relay(
+                config, streams_stack, fake, token_gap_s=config.relay_paced_gap_s
+            )
             progress(f"3. {config.concurrent_streams} concurrent streams")
             results.concurrent = await streams.concurrent(config, streams_stack, fake)
     results.elapsed_s = time.perf_counter() - began

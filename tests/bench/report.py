@@ -29,6 +29,7 @@ class Results:
     rest: list[Comparison] = field(default_factory=list)
     grpc: list[Comparison] = field(default_factory=list)
     relay: RelayResult | None = None
+    relay_paced: RelayResult | None = None
     concurrent: ConcurrentResult | None = None
     scale: Comparison | None = None
     scale_skipped: str | None = None
@@ -194,11 +195,17 @@ def render(results: Results) -> str:
         _blocking(results.grpc, "flowport", "ceiling (empty handler)", "flowport vs ceiling"),
         "",
     ]
-    if results.relay is not None:
-        relay = results.relay
+    for relay in (results.relay, results.relay_paced):
+        if relay is None:
+            continue
+        pace = (
+            "with no delay (a burst)"
+            if relay.token_gap_s == 0
+            else f"{relay.token_gap_s * 1e3:g} ms apart"
+        )
         lines += [
             f"2. Streaming relay: chat workflow, fake LLM streaming {relay.tokens_per_stream} "
-            f"tokens with no delay, {relay.streams} streams one at a time",
+            f"tokens {pace}, {relay.streams} streams one at a time",
             _relay(relay),
             "",
         ]
@@ -244,6 +251,7 @@ def as_json(results: Results) -> dict[str, Any]:
         "blocking_rest": [c.as_json() for c in results.rest],
         "blocking_grpc": [c.as_json() for c in results.grpc],
         "relay": results.relay.as_json() if results.relay else None,
+        "relay_paced": results.relay_paced.as_json() if results.relay_paced else None,
         "concurrent_streams": results.concurrent.as_json() if results.concurrent else None,
         "scale": (results.scale.as_json() if results.scale else {"skipped": results.scale_skipped}),
         "blocking_ceiling_ratio_c32": results.headline_ratio,

@@ -85,6 +85,7 @@ async def stream_run(client: httpx.AsyncClient, flowport: Flowport, expected: st
 @dataclass
 class RelayResult:
     tokens_per_stream: int
+    token_gap_s: float = 0.0  # the fake's pause between tokens; 0: all written at once
     streams: int = 0
     first_stream_s: list[float] = field(default_factory=list)  # one per good stream
     token_latency_s: list[float] = field(default_factory=list)  # one per token of those
@@ -97,6 +98,7 @@ class RelayResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "tokens_per_stream": self.tokens_per_stream,
+            "token_gap_ms": self.token_gap_s * 1e3,
             "streams": self.streams,
             "errors": dict(self.errors),
             "first_stream_ms": _ms_summary(self.first_stream_s),
@@ -121,15 +123,19 @@ def token_latencies(stream: Stream, written: list[float]) -> list[float]:
     return [latencies[i] for i in range(len(written))]
 
 
-async def relay(config: BenchConfig, flowport: Flowport, fake: FakeLlmProcess) -> RelayResult:
-    """Streams run one after another, so each has the service to itself."""
+async def relay(
+    config: BenchConfig, flowport: Flowport, fake: FakeLlmProcess, *, token_gap_s: float = 0.0
+) -> RelayResult:
+    """Streams run one after another, so each has the service to itself. With `token_gap_s`
+    0 the fake writes all tokens at once (a burst: the service's throughput per token);
+    otherwise that far apart (a model's pace: each token's own trip)."""
     tokens = numbered_tokens(config.relay_tokens)
     expected = "".join(tokens)
-    result = RelayResult(config.relay_tokens)
+    result = RelayResult(config.relay_tokens, token_gap_s)
     async with httpx.AsyncClient(base_url=flowport.base_url, timeout=60) as client:
         for index in range(1 + config.runs * config.relay_streams):
             fake.reset()
-            fake.set_reply(tokens)
+            fake.set_reply(tokens, delay_s=token_gap_s)
             stream = await stream_run(client, flowport, expected)
             if index == 0:
                 continue  # warm-up: the first stream opens the service's LLM connection
