@@ -10,8 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from flowport.storage import (
     Account,
     Database,
+    RunWriter,
     SessionTurn,
-    add_turn,
     create_run,
     create_workflow,
     get_account,
@@ -46,36 +46,39 @@ async def test_concurrent_runs_never_both_spend_the_last_credit(db: Database, ac
     assert sorted(results) == [False] * 9 + [True]
 
 
-async def _run(session: AsyncSession, account: Account, run_id: str) -> str:
-    workflow = await create_workflow(
-        session, account_id=account.id, name="chat", visibility="private", definition={}
-    )
-    await create_run(
-        session,
+async def _turn(db: Database, account: Account, run_id: str, user: str, assistant: str) -> None:
+    """A run in session "s1" whose finish adds the turn, as the service writes it."""
+    async with db.session() as session:
+        workflow = await create_workflow(
+            session, account_id=account.id, name="chat", visibility="private", definition={}
+        )
+        await create_run(
+            session,
+            run_id=run_id,
+            account_id=account.id,
+            key_id=None,
+            workflow_id=workflow.id,
+            version=1,
+            inputs={},
+            session_id="s1",
+        )
+    await RunWriter(db).finish(
         run_id=run_id,
-        account_id=account.id,
-        key_id=None,
-        workflow_id=workflow.id,
-        version=1,
-        inputs={},
-        session_id="s1",
+        status="succeeded",
+        output=assistant,
+        error=None,
+        error_node=None,
+        total_time=0.01,
+        node_runs=[],
+        turn=(account.id, "s1", user, assistant),
     )
-    return run_id
 
 
 async def test_turns_come_back_oldest_first_per_account(
-    session: AsyncSession, account: Account, other_account: Account
+    db: Database, session: AsyncSession, account: Account, other_account: Account
 ):
     for number in range(3):
-        run_id = await _run(session, account, f"run_{number}")
-        await add_turn(
-            session,
-            account_id=account.id,
-            session_id="s1",
-            run_id=run_id,
-            user=f"q{number}",
-            assistant=f"a{number}",
-        )
+        await _turn(db, account, f"run_{number}", f"q{number}", f"a{number}")
 
     turns = await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=60)
 
@@ -84,11 +87,8 @@ async def test_turns_come_back_oldest_first_per_account(
     assert await recent_turns(session, account_id=other_account.id, session_id="s1", ttl_s=60) == []
 
 
-async def test_a_quiet_session_forgets(session: AsyncSession, account: Account):
-    run_id = await _run(session, account, "run_old")
-    await add_turn(
-        session, account_id=account.id, session_id="s1", run_id=run_id, user="q", assistant="a"
-    )
+async def test_a_quiet_session_forgets(db: Database, session: AsyncSession, account: Account):
+    await _turn(db, account, "run_old", "q", "a")
     turn = (await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=60))[0]
     turn.created_at -= timedelta(minutes=31)
     session.add(turn)

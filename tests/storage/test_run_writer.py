@@ -1,4 +1,4 @@
-"""The batching run writer: what it commits equals what create_run and finish_run write."""
+"""The batching run writer: starts, ends with their nodes and session turns, on both databases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from flowport.errors import NotFound
+from flowport.errors import InvalidArgument, NotFound
 from flowport.ids import new_id
 from flowport.storage import (
     Account,
@@ -152,3 +152,23 @@ async def test_a_finish_with_a_turn_adds_it_to_the_session(
     async with db.session() as session:
         turns = await recent_turns(session, account_id=account.id, session_id="s1", ttl_s=60)
     assert [(t.run_id, t.user, t.assistant) for t in turns] == [(run_id, "hi", "hello")]
+
+
+async def test_a_finish_must_name_a_final_status(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_id = await _start(writer, account, workflow)
+    with pytest.raises(InvalidArgument, match="must be one of"):
+        await writer.finish(
+            run_id=run_id,
+            status="running",
+            output=None,
+            error=None,
+            error_node=None,
+            total_time=0.1,
+            node_runs=[],
+        )
+    async with db.session() as session:
+        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    assert run.status == "running"

@@ -1,4 +1,4 @@
-"""Runs: created when a call starts, finished with every node's record in one go."""
+"""Runs: created when a call starts, finished by the run writer with every node's record."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from flowport.storage import (
     Account,
     Database,
     NodeRunRecord,
+    RunWriter,
     Workflow,
     create_run,
     create_workflow,
     fail_running_runs,
-    finish_run,
     get_run,
     publish_workflow,
 )
@@ -47,7 +47,7 @@ async def start(session: AsyncSession, account: Account, workflow: Workflow) -> 
     return run.id
 
 
-async def test_finish_run_stores_the_outcome_and_every_node(
+async def test_a_finished_run_stores_the_outcome_and_every_node(
     db: Database, account: Account, workflow: Workflow
 ):
     began = datetime.now(UTC)
@@ -72,16 +72,15 @@ async def test_finish_run_stores_the_outcome_and_every_node(
     ]
     async with db.session() as session:
         run_id = await start(session, account, workflow)
-        await finish_run(
-            session,
-            run_id=run_id,
-            status="succeeded",
-            output="您的BMI值是21.6",
-            error=None,
-            error_node=None,
-            total_time=0.05,
-            node_runs=records,
-        )
+    await RunWriter(db).finish(
+        run_id=run_id,
+        status="succeeded",
+        output="您的BMI值是21.6",
+        error=None,
+        error_node=None,
+        total_time=0.05,
+        node_runs=records,
+    )
 
     async with db.session() as session:
         run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
@@ -100,16 +99,15 @@ async def test_failed_run_keeps_the_error_and_node(
 ):
     async with db.session() as session:
         run_id = await start(session, account, workflow)
-        await finish_run(
-            session,
-            run_id=run_id,
-            status="failed",
-            output=None,
-            error="division by zero",
-            error_node="calc",
-            total_time=0.01,
-            node_runs=[],
-        )
+    await RunWriter(db).finish(
+        run_id=run_id,
+        status="failed",
+        output=None,
+        error="division by zero",
+        error_node="calc",
+        total_time=0.01,
+        node_runs=[],
+    )
     async with db.session() as session:
         run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
     assert (run.status, run.error, run.error_node, nodes) == (
@@ -118,20 +116,6 @@ async def test_failed_run_keeps_the_error_and_node(
         "calc",
         [],
     )
-
-
-async def test_finishing_a_missing_run_is_not_found(session: AsyncSession):
-    with pytest.raises(NotFound):
-        await finish_run(
-            session,
-            run_id="run_missing",
-            status="succeeded",
-            output="",
-            error=None,
-            error_node=None,
-            total_time=0.0,
-            node_runs=[],
-        )
 
 
 async def test_another_accounts_run_is_not_found(
@@ -146,8 +130,7 @@ async def test_fail_running_runs_after_a_crash(db: Database, account: Account, w
     async with db.session() as session:
         crashed = [await start(session, account, workflow) for _ in range(2)]
         done = await start(session, account, workflow)
-        await finish_run(
-            session,
+        await RunWriter(db).finish(
             run_id=done,
             status="succeeded",
             output="ok",

@@ -30,10 +30,9 @@ from flowport.storage.runs import (
     NodeRunRecord,
     create_run,
     fail_running_runs,
-    finish_run,
     get_run,
 )
-from flowport.storage.sessions import add_turn, recent_turns
+from flowport.storage.sessions import recent_turns
 from flowport.storage.workflows import (
     create_workflow,
     get_published_workflow,
@@ -54,13 +53,11 @@ __all__ = [
     "SessionTurn",
     "Workflow",
     "WorkflowVersion",
-    "add_turn",
     "create_api_key",
     "create_run",
     "create_workflow",
     "fail_running_runs",
     "find_api_key",
-    "finish_run",
     "get_account",
     "get_account_by_name",
     "get_or_create_account",

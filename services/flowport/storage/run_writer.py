@@ -99,9 +99,9 @@ class RunWriter:
         node_runs: Sequence[NodeRunRecord],
         turn: tuple[str, str, str, str] | None = None,
     ) -> None:
-        """The run's outcome and its nodes (what `finish_run` writes), and with `turn`
-        (account id, session id, user text, assistant text) the session's new turn (what
-        `add_turn` writes); NotFound if the run has no row."""
+        """The run's outcome and its nodes, and with `turn` (account id, session id, user
+        text, assistant text) the session's new turn: the one path that writes how a run
+        ended. NotFound if the run has no row; InvalidArgument for a status not final."""
         if status not in FINAL_STATUSES:
             raise InvalidArgument(
                 f"a finished run's status must be one of {', '.join(FINAL_STATUSES)}"

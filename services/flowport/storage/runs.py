@@ -1,8 +1,7 @@
-"""Runs: one row per workflow call and one per node it ran, written once the run ends."""
+"""Runs: one row per workflow call and one per node it ran; RunWriter writes how a run ends."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from flowport.errors import InvalidArgument, NotFound
+from flowport.errors import NotFound
 from flowport.storage.models import NodeRun, Run, utc_now
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -55,56 +54,6 @@ async def create_run(
     session.add(run)
     await session.commit()
     return run
-
-
-async def finish_run(
-    session: AsyncSession,
-    *,
-    run_id: str,
-    status: str,
-    output: str | None,
-    error: str | None,
-    error_node: str | None,
-    total_time: float,
-    node_runs: Sequence[NodeRunRecord],
-) -> None:
-    """Writes the run's outcome and all its nodes in one transaction."""
-    if status not in FINAL_STATUSES:
-        raise InvalidArgument(f"a finished run's status must be one of {', '.join(FINAL_STATUSES)}")
-    result = await session.exec(
-        update(Run)
-        .where(col(Run.id) == run_id)
-        .values(
-            status=status,
-            output=output,
-            error=error,
-            error_node=error_node,
-            total_time=total_time,
-            finished_at=utc_now(),
-        )
-    )
-    if result.rowcount != 1:
-        # Nothing was written. Commit, not rollback: a rollback would expire every object
-        # the caller's session holds.
-        await session.commit()
-        raise NotFound(f"run {run_id} not found")
-    # add_all lets SQLAlchemy send the node rows as one multi-row INSERT.
-    session.add_all(
-        NodeRun(
-            run_id=run_id,
-            node_id=record.node_id,
-            node_type=record.node_type,
-            name=record.name,
-            status=record.status,
-            started_at=record.started_at,
-            time_spend=record.time_spend,
-            inputs=record.inputs,
-            output=record.output,
-            error=record.error,
-        )
-        for record in node_runs
-    )
-    await session.commit()
 
 
 async def get_run(

@@ -28,24 +28,3 @@ async def recent_turns(
     if not turns or turns[0].created_at < utc_now() - timedelta(seconds=ttl_s):
         return []
     return turns[::-1]
-
-
-async def add_turn(
-    session: AsyncSession,
-    *,
-    account_id: str,
-    session_id: str,
-    run_id: str,
-    user: str,
-    assistant: str,
-) -> None:
-    session.add(
-        SessionTurn(
-            account_id=account_id,
-            session_id=session_id,
-            run_id=run_id,
-            user=user,
-            assistant=assistant,
-        )
-    )
-    await session.commit()
