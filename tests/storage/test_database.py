@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from datetime import UTC
 
 import pytest
@@ -185,4 +187,24 @@ async def test_a_connection_returned_inside_a_transaction_is_rolled_back(tmp_pat
             names = (await session.exec(text("SELECT name FROM accounts"))).all()  # type: ignore[call-overload]
         assert [tuple(row) for row in names] == [("after",)]
     finally:
+        await db.dispose()
+
+
+async def test_a_process_opening_a_file_another_holds_waits_for_it(tmp_path) -> None:
+    # Switching a fresh file to WAL needs it to itself: a connection waits for another
+    # process (here a plain connection) that holds it, rather than failing "locked".
+    path = tmp_path / "f.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    released = threading.Timer(0.5, holder.execute, ("COMMIT",))
+    released.start()
+    db = Database.connect(f"sqlite:///{path}")
+    try:
+        async with db.engine.connect() as connection:
+            mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        assert mode == "wal"
+    finally:
+        released.join()
+        holder.close()
         await db.dispose()

@@ -18,13 +18,8 @@ if TYPE_CHECKING:
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
-# busy_timeout first, so that switching to WAL waits for another process's lock.
 # WAL lets the service and the CLI read and write one file at once.
-_SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout=5000",
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-)
+_SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
 # Any constant: it only has to be the same in every process migrating one database.
 _PG_MIGRATION_LOCK = 0x466C6F77
@@ -46,23 +41,30 @@ def normalize_url(url: str) -> tuple[URL, URL]:
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    for pragma in (*_SQLITE_PRAGMAS, "PRAGMA foreign_keys=ON"):
-        cursor.execute(pragma)
-    cursor.close()
+    _apply_pragmas(dbapi_connection, busy_timeout_ms=5000, extra=("PRAGMA foreign_keys=ON",))
 
 
 def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # No foreign_keys=ON here: batch migrations recreate tables, which enforcement would block.
-    for pragma in _SQLITE_PRAGMAS:
-        cursor.execute(pragma)
     # A process starting while another migrates waits for it to finish, which on a loaded
     # machine can take longer than a request should ever wait.
-    cursor.execute("PRAGMA busy_timeout=60000")
-    cursor.close()
+    # No foreign_keys=ON here: batch migrations recreate tables, which enforcement would block.
+    _apply_pragmas(dbapi_connection, busy_timeout_ms=60_000)
     # Let the "begin" listener issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
     dbapi_connection.isolation_level = None
+
+
+def _apply_pragmas(
+    dbapi_connection: Any, *, busy_timeout_ms: int, extra: tuple[str, ...] = ()
+) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # First: switching to WAL needs the file to itself, and must wait this long for a
+        # process that holds it (a migration, on a loaded machine, for seconds).
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        for pragma in (*_SQLITE_PRAGMAS, *extra):
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
 
 
 def _begin_immediate(connection: Connection) -> None:
