@@ -132,11 +132,22 @@ async def relay(
     tokens = numbered_tokens(config.relay_tokens)
     expected = "".join(tokens)
     result = RelayResult(config.relay_tokens, token_gap_s)
-    async with httpx.AsyncClient(base_url=flowport.base_url, timeout=60) as client:
+    handed_over: list[float] = []
+
+    async def mark(request: httpx.Request) -> None:
+        handed_over.append(time.time())
+
+    # The request's time is when httpx hands it to its transport: building it is the
+    # client's own cost, not the service's.
+    hooks = {"request": [mark]}
+    async with httpx.AsyncClient(
+        base_url=flowport.base_url, timeout=60, event_hooks=hooks
+    ) as client:
         for index in range(1 + config.runs * config.relay_streams):
             fake.reset()
             fake.set_reply(tokens, delay_s=token_gap_s)
             stream = await stream_run(client, flowport, expected)
+            stream.sent = handed_over[-1]
             if index == 0:
                 continue  # warm-up: the first stream opens the service's LLM connection
             result.streams += 1
