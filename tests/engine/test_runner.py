@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import pytest
 
+from flowport.engine import llm as llm_module
 from flowport.engine.definition import CompiledWorkflow
 from flowport.engine.events import (
     NodeFinished,
@@ -170,17 +172,50 @@ class _Burst:
         pass
 
 
-async def test_tokens_that_queued_up_together_are_joined_by_kind() -> None:
+async def test_tokens_that_queued_up_together_are_joined_by_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(llm_module, "PAUSE_EVERY_S", 60.0)  # no pause within the burst
     events = await collect(run(compiled(chain(LLM, OUT)), {"text": "?"}, _Burst()))
     tokens = [(e.node_id, e.content, e.reasoning) for e in events if isinstance(e, Token)]
-    # One event per burst and kind, never reasoning mixed into the answer; the chunk that
-    # came after a pause goes on its own.
+    # The first chunk goes at once; then one event per burst and kind, never reasoning
+    # mixed into the answer; the chunk that came after a pause goes on its own.
     assert tokens == [
-        ("ask", "", "let me think"),
+        ("ask", "", "let "),
+        ("ask", "", "me think"),
         ("ask", "abc", None),
         ("ask", "d", None),
     ]
     assert isinstance(events[-1], RunSucceeded) and events[-1].output == "abcd"
+
+
+class _SlowToParse:
+    """Ten chunks that arrived at once, each taking a millisecond of CPU to parse."""
+
+    async def stream_chat(
+        self, *, messages: Sequence[ChatMessage], model: str, temperature: float | None
+    ) -> AsyncGenerator[Delta, None]:
+        for index in range(10):
+            busy_until = time.perf_counter() + 0.001
+            while time.perf_counter() < busy_until:  # parsing: CPU, no await
+                pass
+            yield Delta(f"c{index};")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("pause_every_s", "expected"), [(0.0005, 10), (60.0, 2)])
+async def test_a_long_burst_is_sent_while_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch, pause_every_s: float, expected: int
+) -> None:
+    # Without pauses the consumer gets the first chunk, then nothing until all nine others
+    # were parsed; pausing every half millisecond it can send each as it is parsed.
+    monkeypatch.setattr(llm_module, "PAUSE_EVERY_S", pause_every_s)
+    events = await collect(run(compiled(chain(LLM, OUT)), {"text": "?"}, _SlowToParse()))
+    tokens = [e.content for e in events if isinstance(e, Token)]
+    assert len(tokens) == expected and tokens[0] == "c0;"
+    assert "".join(tokens) == "".join(f"c{i};" for i in range(10))
 
 
 async def test_llm_node_sends_system_history_prompt_model_and_temperature(

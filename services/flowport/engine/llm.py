@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import math
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
@@ -21,6 +24,9 @@ from tenacity import (
 
 from flowport.errors import Unavailable, UpstreamFailed
 from flowport.settings import Settings
+
+# How long `complete` parses a burst of chunks before the run's consumer may send them.
+PAUSE_EVERY_S = 0.0005
 
 NO_PROVIDER = "no LLM provider configured: set FLOWPORT_LLM_BASE_URL"
 # What the openai SDK retried besides server errors: timeouts, conflicts, rate limits.
@@ -195,6 +201,10 @@ async def complete(
     content: list[str] = []
     reasoning: list[str] = []
     usage: TokenUsage | None = None
+    # Chunks that arrived together are parsed without a pause, so the run's consumer would
+    # send nothing until a whole burst was parsed: every PAUSE_EVERY_S of parsing (and after
+    # the first chunk) this lets it send what there is.
+    paused = -math.inf
     stream = client.stream_chat(messages=messages, model=model, temperature=temperature)
     # aclosing: a cancelled node closes the provider's HTTP stream at once, not at GC time.
     async with contextlib.aclosing(stream):
@@ -207,6 +217,9 @@ async def complete(
             content.append(delta.content)
             if on_delta is not None:
                 on_delta(delta.content, delta.reasoning)
+                if time.perf_counter() - paused > PAUSE_EVERY_S:
+                    await asyncio.sleep(0)
+                    paused = time.perf_counter()
     return Completion("".join(content), "".join(reasoning) or None, usage)
 
 
