@@ -21,6 +21,7 @@ from flowport.storage import (
     publish_workflow,
     recent_turns,
 )
+from flowport.storage.run_writer import _TakeTurns
 
 
 @pytest.fixture
@@ -172,3 +173,32 @@ async def test_a_finish_must_name_a_final_status(
     async with db.session() as session:
         run, _ = await get_run(session, account_id=account.id, run_id=run_id)
     assert run.status == "running"
+
+
+async def test_writers_of_two_processes_take_turns_and_a_cancelled_wait_lets_go(tmp_path):
+    # Each _TakeTurns opens the lock file itself, as each process's writer does.
+    path = tmp_path / "f.db.writer-lock"
+    first, second, third = _TakeTurns(path), _TakeTurns(path), _TakeTurns(path)
+    order: list[str] = []
+
+    async def take(turns: _TakeTurns, name: str) -> None:
+        async with turns.held():
+            order.append(name)
+
+    async with first.held():
+        waiting = asyncio.create_task(take(second, "second"))
+        await asyncio.sleep(0.1)
+        assert order == []  # the second waits while the first holds the lock
+        order.append("first done")
+    await asyncio.wait_for(waiting, 5)
+    assert order == ["first done", "second"]
+
+    async with first.held():
+        cancelled = asyncio.create_task(take(second, "never"))
+        await asyncio.sleep(0.1)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    # The cancelled wait got the lock in its thread and let it go: a third takes it.
+    await asyncio.wait_for(take(third, "third"), 5)
+    assert order[-1] == "third"

@@ -4,8 +4,12 @@ database in one transaction, so a busy service commits once for many runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Dialect, Table, bindparam, insert, update
@@ -56,6 +60,7 @@ class RunWriter:
         self._pending: list[_Write] = []
         self._flusher: asyncio.Task[None] | None = None
         self._sqlite: _SqliteStatements | None = None
+        self._turns: _TakeTurns | None = None
 
     async def start(
         self,
@@ -230,7 +235,9 @@ class RunWriter:
         sql = self._sqlite
         if sql is None:
             sql = self._sqlite = _SqliteStatements(self._db.engine.dialect)
-        async with self._db.engine.connect() as connection:
+        if self._turns is None:
+            self._turns = _TakeTurns.for_database(self._db)
+        async with self._turns.held(), self._db.engine.connect() as connection:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
@@ -250,6 +257,49 @@ class RunWriter:
             except BaseException:
                 await driver.rollback()
                 raise
+
+
+class _TakeTurns:
+    """The run writers of every process on one SQLite file take turns through a lock file.
+
+    Colliding on SQLite's own write lock, the loser's busy handler sleeps a millisecond or
+    more and holds its connection meanwhile: with `serve --workers 2` that stalled both
+    processes (measured: more runs per second with one process than with two). A lock the
+    kernel hands to the next waiter at once avoids the collisions."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._fd = None if path is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @classmethod
+    def for_database(cls, db: Database) -> _TakeTurns:
+        name = db.engine.url.database
+        if not name or name == ":memory:":
+            return cls(None)  # no other process can open it
+        return cls(Path(name).with_name(Path(name).name + ".writer-lock"))
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        fd = self._fd
+        if fd is None:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Waited for in a thread; if this task is cancelled meanwhile, the lock is let
+            # go as soon as the thread gets it.
+            waiting = asyncio.get_running_loop().run_in_executor(
+                None, fcntl.flock, fd, fcntl.LOCK_EX
+            )
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                waiting.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
+                raise
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True, slots=True)
