@@ -52,7 +52,7 @@ class BenchConfig:
             wrk_s=5,
             warmup_s=2,
             grpc_s=3,
-            relay_streams=5,
+            relay_streams=10,
             relay_tokens=200,
             relay_paced_gap_s=0.001,
             concurrent_streams=1000,
