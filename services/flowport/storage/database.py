@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 # WAL lets the service and the CLI read and write one file at once.
 _SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+_MIGRATION_BUSY_TIMEOUT_S = 60.0
 
 # Any constant: it only has to be the same in every process migrating one database.
 _PG_MIGRATION_LOCK = 0x466C6F77
@@ -48,7 +51,17 @@ def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
     # A process starting while another migrates waits for it to finish, which on a loaded
     # machine can take longer than a request should ever wait.
     # No foreign_keys=ON here: batch migrations recreate tables, which enforcement would block.
-    _apply_pragmas(dbapi_connection, busy_timeout_ms=60_000)
+    deadline = time.monotonic() + _MIGRATION_BUSY_TIMEOUT_S
+    while True:
+        try:
+            _apply_pragmas(dbapi_connection, busy_timeout_ms=int(_MIGRATION_BUSY_TIMEOUT_S * 1000))
+            break
+        except sqlite3.OperationalError as error:
+            # Switching a new file to WAL while another process does the same can fail at
+            # once, without waiting (SQLite's deadlock avoidance): try again until then.
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     # Let the "begin" listener issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
     dbapi_connection.isolation_level = None
 
