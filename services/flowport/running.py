@@ -296,8 +296,10 @@ class RunService:
                         if isinstance(event, NodeFinished):
                             nodes.append(_node_record(event))
                         elif isinstance(event, RunSucceeded | RunFailed):
-                            await self._record(run, event, nodes)
+                            # Set before the write: the writer finishes it even if this task
+                            # is cancelled while it waits, so no other outcome may follow.
                             recorded = True
+                            await self._record(run, event, nodes)
                             break
                     yield checked
                     if recorded:
@@ -309,9 +311,13 @@ class RunService:
             # A cancel call, not the client leaving: the engine is closed by now, and the
             # client is still there to be told.
             active.task.uncancel()
+            if recorded:
+                # The run had ended as the call came: its outcome, on record, is the answer.
+                yield checked
+                return
+            recorded = True
             cancelled = _cancelled(run, "the run was cancelled by a cancel request", started)
             await self._record(run, cancelled, nodes)
-            recorded = True
             yield [cancelled]
         finally:
             del self._active[run.run_id]

@@ -1,0 +1,120 @@
+"""A run's outcome is recorded once, even when its consumer is cancelled (the client left,
+or a cancel call came) while that outcome is being written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowport.auth import Authenticator
+from flowport.demo import BMI
+from flowport.engine import RunEvent, RunSucceeded
+from flowport.running import PreparedRun, RunService
+from flowport.settings import Settings
+from flowport.storage import (
+    Database,
+    create_api_key,
+    create_workflow,
+    get_or_create_account,
+    get_run,
+    publish_workflow,
+)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database.connect(f"sqlite:///{tmp_path / 'flowport.db'}")
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+class HeldOutcome:
+    """Holds the writer's write of a run's outcome until released."""
+
+    def __init__(self, runs: RunService) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        writer = runs._writer
+        write = writer._write
+
+        async def held(batch: list[Any]) -> None:
+            if any(item.end is not None for item in batch):
+                self.reached.set()
+                await self.release.wait()
+            await write(batch)
+
+        writer._write = held  # type: ignore[method-assign]
+
+
+async def _prepared(db: Database, runs: RunService) -> tuple[str, PreparedRun]:
+    async with db.session() as session:
+        account = await get_or_create_account(session, name="acme")
+        workflow = await create_workflow(
+            session, account_id=account.id, name="BMI", visibility="private", definition=BMI
+        )
+        await publish_workflow(session, account_id=account.id, workflow_id=workflow.id)
+        _, secret = await create_api_key(session, account_id=account.id, name="k", scopes=["run"])
+    principal = await Authenticator(db).authenticate(secret)
+    run = await runs.prepare(
+        principal, workflow_id=workflow.id, raw_input={"height": 1.8, "weight": 75}, session_id=None
+    )
+    return account.id, run
+
+
+async def _recorded(db: Database, account_id: str, run_id: str) -> tuple[str, list[str]]:
+    async with db.session() as session:
+        record, nodes = await get_run(session, account_id=account_id, run_id=run_id)
+    return record.status, [node.node_id for node in nodes]
+
+
+async def test_a_client_leaving_while_the_outcome_is_written_leaves_it_as_it_was(
+    db: Database, tmp_path: Path
+):
+    runs = RunService(db=db, llm=None, settings=Settings(data_dir=tmp_path))
+    held = HeldOutcome(runs)
+    account_id, run = await _prepared(db, runs)
+
+    consumer = asyncio.create_task(runs.run_to_end(run))
+    await asyncio.wait_for(held.reached.wait(), 5)
+    consumer.cancel()  # the client goes away
+    await asyncio.sleep(0.05)
+    held.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(consumer, 5)
+    await runs.aclose()
+
+    status, nodes = await _recorded(db, account_id, run.run_id)
+    # Succeeded, with each node once: no "cancelled" outcome written after it.
+    assert status == "succeeded"
+    assert sorted(nodes) == sorted(node["id"] for node in BMI["nodes"])
+
+
+async def test_a_cancel_call_while_the_outcome_is_written_gets_that_outcome(
+    db: Database, tmp_path: Path
+):
+    runs = RunService(db=db, llm=None, settings=Settings(data_dir=tmp_path))
+    held = HeldOutcome(runs)
+    account_id, run = await _prepared(db, runs)
+
+    async def consume() -> list[RunEvent]:
+        return [event async for event in runs.events(run)]
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(held.reached.wait(), 5)
+    cancelling = asyncio.create_task(runs.cancel(run.run_id))
+    await asyncio.sleep(0.05)
+    held.release.set()
+    events = await asyncio.wait_for(consumer, 5)
+    assert await cancelling
+
+    assert isinstance(events[-1], RunSucceeded) and events[-1].output == "您的BMI值是23.15"
+    status, nodes = await _recorded(db, account_id, run.run_id)
+    assert status == "succeeded"
+    assert sorted(nodes) == sorted(node["id"] for node in BMI["nodes"])
