@@ -202,3 +202,17 @@ async def test_writers_of_two_processes_take_turns_and_a_cancelled_wait_lets_go(
     # The cancelled wait got the lock in its thread and let it go: a third takes it.
     await asyncio.wait_for(take(third, "third"), 5)
     assert order[-1] == "third"
+
+
+async def test_callers_are_not_left_waiting_when_the_writer_is_cancelled(
+    db: Database, account: Account, workflow: Workflow
+):
+    # As at the event loop's shutdown: the flusher task is cancelled mid-write.
+    writer = RunWriter(db)
+    writes = [asyncio.create_task(_start(writer, account, workflow)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert writer._flusher is not None
+    writer._flusher.cancel()
+    _, pending = await asyncio.wait(writes, timeout=5)
+    assert not pending  # every caller got an answer: written, or cancelled
+    await writer.close()

@@ -62,6 +62,7 @@ class RunWriter:
         self._flusher: asyncio.Task[None] | None = None
         self._sqlite: _SqliteStatements | None = None
         self._turns: _TakeTurns | None = None
+        self._writing: list[_Write] = []  # the batch being written
 
     async def start(
         self,
@@ -150,9 +151,12 @@ class RunWriter:
         await self._submit(_Write(self._future(), end=end, nodes=nodes, turn=turn_row))
 
     async def close(self) -> None:
-        """Waits for the writes already submitted."""
-        if self._flusher is not None:
+        """Waits for the writes submitted until nothing is left to write (a run ending
+        while this waits is written too), then lets go of the lock file."""
+        while self._flusher is not None and not self._flusher.done():
             await asyncio.wait({self._flusher})
+        if self._turns is not None:
+            self._turns.close()
 
     def _future(self) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
@@ -161,12 +165,22 @@ class RunWriter:
         self._pending.append(write)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="run writer")
+            self._flusher.add_done_callback(self._flusher_done)
         # Shielded: the flusher owns the write; a cancelled caller stops waiting, nothing more.
         await asyncio.shield(write.future)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        if flusher.cancelled():
+            # Only when the event loop is shutting down: the callers waiting for their
+            # writes learn that they may not have been made, instead of waiting forever.
+            for write in (*self._writing, *self._pending):
+                write.future.cancel()
+            self._writing, self._pending = [], []
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            self._writing = batch
             if len(batch) == 1:
                 await self._write_alone(batch[0])
                 continue
@@ -303,6 +317,11 @@ class _TakeTurns:
         if not name or name == ":memory:":
             return cls(None)  # no other process can open it
         return cls(Path(name).with_name(Path(name).name + ".writer-lock"))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
