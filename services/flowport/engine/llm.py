@@ -25,7 +25,7 @@ from tenacity import (
 from flowport.errors import Unavailable, UpstreamFailed
 from flowport.settings import Settings
 
-# How long `complete` parses a burst of chunks before the run's consumer may send them.
+# How long `complete` goes on through chunks before the run's consumer may send them.
 PAUSE_EVERY_S = 0.0005
 
 NO_PROVIDER = "no LLM provider configured: set FLOWPORT_LLM_BASE_URL"
@@ -143,7 +143,7 @@ class OpenAiChat:
                             yield delta
         except SSEError:  # a 2xx answer of another content type
             raise _upstream_failed("did not answer with an event stream") from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise self._transport_failed(exc, "the connection broke") from None
         finally:
             # Finished, failed or closed early (a cancelled node): the HTTP stream ends now.
@@ -171,7 +171,7 @@ class OpenAiChat:
         except httpx.HTTPStatusError as exc:
             status = f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
             raise _upstream_failed(status.rstrip()) from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise self._transport_failed(exc, "could not connect") from None
         return response
 
@@ -183,7 +183,7 @@ class OpenAiChat:
             response.raise_for_status()
         return response
 
-    def _transport_failed(self, exc: httpx.TransportError, otherwise: str) -> UpstreamFailed:
+    def _transport_failed(self, exc: httpx.RequestError, otherwise: str) -> UpstreamFailed:
         if isinstance(exc, httpx.TimeoutException):
             return _upstream_failed(f"timed out after {self._timeout_s:g}s")
         return _upstream_failed(otherwise)
@@ -202,8 +202,9 @@ async def complete(
     reasoning: list[str] = []
     usage: TokenUsage | None = None
     # Chunks that arrived together are parsed without a pause, so the run's consumer would
-    # send nothing until a whole burst was parsed: every PAUSE_EVERY_S of parsing (and after
-    # the first chunk) this lets it send what there is.
+    # send nothing until a whole burst was parsed: after the first chunk, and then whenever
+    # PAUSE_EVERY_S passed since the last pause, this lets it send what there is (chunks
+    # arriving further apart each get one, which costs a turn of the event loop).
     paused = -math.inf
     stream = client.stream_chat(messages=messages, model=model, temperature=temperature)
     # aclosing: a cancelled node closes the provider's HTTP stream at once, not at GC time.
