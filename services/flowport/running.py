@@ -32,6 +32,7 @@ from flowport.engine import (
     validate_inputs,
 )
 from flowport.engine.llm import ChatMessage
+from flowport.engine.runner import events_of
 from flowport.errors import (
     Cancelled,
     ContentBlocked,
@@ -327,12 +328,9 @@ class RunService:
                 await self._record(run, cancelled, nodes)
             active.finished.set()
 
-    async def events(self, run: PreparedRun) -> AsyncGenerator[RunEvent, None]:
+    def events(self, run: PreparedRun) -> AsyncGenerator[RunEvent, None]:
         """The events of `batches`, one by one."""
-        async with aclosing(self.batches(run)) as batches:
-            async for batch in batches:
-                for event in batch:
-                    yield event
+        return events_of(self.batches(run))
 
     async def cancel(self, run_id: str, *, wait_s: float = 5.0) -> bool:
         """Cancels a run executing in this process and waits until its outcome is recorded.
