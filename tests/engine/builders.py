@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from flowport.demo import BMI as BMI  # the contract's example, re-exported for the tests
@@ -32,7 +32,7 @@ def compiled(data: dict[str, Any]) -> CompiledWorkflow:
     return compile_workflow(parse_definition(data))
 
 
-async def run_all(
+def events(
     workflow: CompiledWorkflow,
     inputs: dict[str, Any],
     *,
@@ -40,9 +40,9 @@ async def run_all(
     history: Sequence[ChatMessage] = (),
     load_workflow: WorkflowLoader | None = None,
     fetch_policy: FetchPolicy = LOCAL_POLICY,
-) -> list[RunEvent]:
-    """Every event of one run, to its end."""
-    events = events_of(
+) -> AsyncGenerator[RunEvent, None]:
+    """The events of one run, one by one, as they happen."""
+    return events_of(
         execute(
             workflow,
             run_id="run_1",
@@ -55,8 +55,34 @@ async def run_all(
             fetch_policy=fetch_policy,
         )
     )
+
+
+async def collect(stream: AsyncGenerator[RunEvent, None]) -> list[RunEvent]:
+    """Every event of a stream, to its end (or a timeout rather than a hung test)."""
     async with asyncio.timeout(10):
-        return [event async for event in events]
+        return [event async for event in stream]
+
+
+async def run_all(
+    workflow: CompiledWorkflow,
+    inputs: dict[str, Any],
+    *,
+    llm: LlmClient | None = None,
+    history: Sequence[ChatMessage] = (),
+    load_workflow: WorkflowLoader | None = None,
+    fetch_policy: FetchPolicy = LOCAL_POLICY,
+) -> list[RunEvent]:
+    """Every event of one run, to its end."""
+    return await collect(
+        events(
+            workflow,
+            inputs,
+            llm=llm,
+            history=history,
+            load_workflow=load_workflow,
+            fetch_policy=fetch_policy,
+        )
+    )
 
 
 def finished(events: list[RunEvent]) -> dict[str, NodeFinished]:

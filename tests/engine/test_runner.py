@@ -20,11 +20,9 @@ from flowport.engine.events import (
     RunSucceeded,
     Token,
 )
-from flowport.engine.inputs import validate_inputs
 from flowport.engine.llm import ChatMessage, Delta, LlmClient, OpenAiChat
-from flowport.engine.runner import events_of, execute
 from flowport.errors import FlowportError, Unavailable, UpstreamFailed
-from tests.engine.builders import BMI, chain, compiled
+from tests.engine.builders import BMI, chain, collect, compiled, events
 from tests.fakes.fake_llm import FakeLlm
 
 LLM = {"id": "ask", "type": "llm", "name": "LLM1", "prompt": "{{ text }}"}
@@ -37,22 +35,7 @@ def run(
     llm: LlmClient | None = None,
     history: Sequence[ChatMessage] = (),
 ) -> AsyncGenerator[RunEvent, None]:
-    return events_of(
-        execute(
-            workflow,
-            run_id="run_1",
-            inputs=validate_inputs(workflow.in_node.inputs, inputs),
-            session_id="s1",
-            llm=llm,
-            default_model="default-model",
-            history=history,
-        )
-    )
-
-
-async def collect(events: AsyncGenerator[RunEvent, None]) -> list[RunEvent]:
-    async with asyncio.timeout(10):
-        return [event async for event in events]
+    return events(workflow, inputs, llm=llm, history=history)
 
 
 def shape(events: list[RunEvent]) -> list[tuple[str, str | None]]:
