@@ -4,7 +4,6 @@ or a cancel call came) while that outcome is being written."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from flowport.storage import (
     get_run,
     publish_workflow,
 )
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.connect(f"sqlite:///{tmp_path / 'flowport.db'}")
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 class HeldOutcome:
