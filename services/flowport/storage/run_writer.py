@@ -233,10 +233,7 @@ class RunWriter:
                 await self._finish(connection, [end])
             return
         result = await connection.execute(_FINISH, ends)
-        if result.rowcount != len(ends):
-            # Rolled back with the whole batch; written one by one, only the stray one fails.
-            missing = ends[0]["b_id"] if len(ends) == 1 else "of a batch"
-            raise NotFound(f"run {missing} not found")
+        _check_finished(result.rowcount, len(ends), ends[0]["b_id"])
 
     async def _write_sqlite(
         self,
@@ -271,6 +268,14 @@ class RunWriter:
             await driver._execute(batch.commit, driver._conn)
 
 
+def _check_finished(updated: int, ends: int, first_run_id: str) -> None:
+    """NotFound unless each of the batch's `ends` runs had a row to update."""
+    if updated != ends:
+        # Rolled back with the whole batch; written one by one, only the stray one fails.
+        missing = first_run_id if ends == 1 else "of a batch"
+        raise NotFound(f"run {missing} not found")
+
+
 @dataclass(frozen=True, slots=True)
 class _SqliteBatch:
     """A batch's statements with their rows, run as one transaction on aiosqlite's thread."""
@@ -287,9 +292,7 @@ class _SqliteBatch:
                 conn.executemany(*self.runs)
             if self.ends:
                 updated = conn.executemany(*self.ends).rowcount
-                if updated != len(self.ends[1]):
-                    missing = self.first_end if len(self.ends[1]) == 1 else "of a batch"
-                    raise NotFound(f"run {missing} not found")
+                _check_finished(updated, len(self.ends[1]), self.first_end)
             if self.nodes:
                 conn.executemany(*self.nodes)
             if self.turns:
