@@ -15,22 +15,26 @@ from flowport.settings import Settings
 
 
 class RateLimiter:
-    """A moving one-second window per key: `rate_limit_per_key` calls in any second, which
-    also bounds a burst to that many. `limits` keeps the window in memory or in Redis."""
+    """A sliding one-second window per key: `rate_limit_per_key` calls per second, a burst
+    bounded to that many, and after it calls again as the window slides on. `limits` keeps
+    two counters per key (this second's and the last one's, weighted by how much of it is
+    still in the window), in memory or in Redis: constant memory and work per call whatever
+    the limit, where a moving window keeps every call of the last second (profiled at a
+    high limit: a list insert per call growing with the limit)."""
 
     def __init__(self, settings: Settings) -> None:
         self._item = limits.RateLimitItemPerSecond(settings.rate_limit_per_key)
-        self._shared: limits.aio.strategies.MovingWindowRateLimiter | None = None
-        self._local: limits.strategies.MovingWindowRateLimiter | None = None
+        self._shared: limits.aio.strategies.SlidingWindowCounterRateLimiter | None = None
+        self._local: limits.strategies.SlidingWindowCounterRateLimiter | None = None
         if settings.redis_url:
             storage = storage_from_string(f"async+{settings.redis_url}")
-            self._shared = limits.aio.strategies.MovingWindowRateLimiter(storage)
+            self._shared = limits.aio.strategies.SlidingWindowCounterRateLimiter(storage)
         else:
             # In process, the synchronous storage: a dict under a lock needs no awaiting,
-            # and it expires old hits on a timer thread of its own, while the async one
+            # and it expires old counters on a timer thread of its own, while the async one
             # starts a task and a thread hop on the event loop for that after every pass
             # (profiled: ~10 % of a blocking run's CPU).
-            self._local = limits.strategies.MovingWindowRateLimiter(MemoryStorage())
+            self._local = limits.strategies.SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def check(self, key_id: str) -> None:
         if self._local is not None:
