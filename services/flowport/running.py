@@ -109,6 +109,8 @@ class PreparedRun:
     owner_id: str = ""
     # Whether a node keeps memory, so the run's end records the session's turn.
     uses_memory: bool = False
+    # The commit of the run's row when it was not waited for (a blocking run).
+    row_written: asyncio.Future[None] | None = None
 
 
 class RunService:
@@ -162,10 +164,12 @@ class RunService:
         raw_input: object,
         session_id: str | None,
         map_input: InputMapper | None = None,
+        blocking: bool = False,
     ) -> PreparedRun:
         """Everything that can fail before the first event: a failure here is a plain HTTP error.
         The checks run in the order LinkAI's error codes imply: scope, workflow, visibility,
-        input, content policy, and only then a credit is spent."""
+        input, content policy, and only then a credit is spent. `blocking`: the client learns
+        the run's id only with its outcome, so the run need not wait for its row's commit."""
         principal.require("run")
         workflow = await self._newest(workflow_id)
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
@@ -224,6 +228,7 @@ class RunService:
             return history
 
         history: Sequence[ChatMessage] = ()
+        row_written = None
         if spend and account_id not in self._credit_checks:
             check = asyncio.get_running_loop().create_future()
             self._credit_checks[account_id] = check
@@ -236,15 +241,21 @@ class RunService:
             history = await self._db.run(begin)
         else:
             # Nothing to spend or read: the row alone, through the batching writer.
-            await self._writer.start(
-                run_id=run_id,
-                account_id=account_id,
-                key_id=principal.key_id,
-                workflow_id=workflow.workflow_id,
-                version=workflow.version,
-                inputs=inputs,
-                session_id=session_id,
-            )
+            row = {
+                "run_id": run_id,
+                "account_id": account_id,
+                "key_id": principal.key_id,
+                "workflow_id": workflow.workflow_id,
+                "version": workflow.version,
+                "inputs": inputs,
+                "session_id": session_id,
+            }
+            if blocking:
+                # Its outcome is committed with or after it, before the client hears of it.
+                row_written = self._writer.start_soon(**row)
+            else:
+                # A stream names the run at once: the row exists before the client can ask.
+                await self._writer.start(**row)
         return PreparedRun(
             run_id=run_id,
             account_id=principal.account_id,
@@ -254,6 +265,7 @@ class RunService:
             history=history,
             owner_id=workflow.account_id,
             uses_memory=workflow.uses_memory,
+            row_written=row_written,
         )
 
     async def batches(self, run: PreparedRun) -> AsyncGenerator[list[RunEvent], None]:
@@ -451,16 +463,26 @@ class RunService:
             turn = (run.account_id, run.session_id, user, outcome.output)
         # The outcome, every node and the session's turn in one transaction, shared with
         # other runs ending now.
-        await self._writer.finish(
-            run_id=run.run_id,
-            status=status,
-            output=output,
-            error=error,
-            error_node=error_node,
-            total_time=outcome.total_time,
-            node_runs=nodes,
-            turn=turn,
-        )
+        try:
+            await self._writer.finish(
+                run_id=run.run_id,
+                status=status,
+                output=output,
+                error=error,
+                error_node=error_node,
+                total_time=outcome.total_time,
+                node_runs=nodes,
+                turn=turn,
+            )
+        except NotFound:
+            written = run.row_written
+            failure = None
+            if written is not None and written.done() and not written.cancelled():
+                failure = written.exception()
+            if failure is not None:
+                # The run's row could not be written: that failure, not a missing run.
+                raise failure from None
+            raise
 
 
 def _cancelled(run: PreparedRun, message: str, started: float) -> RunFailed:

@@ -36,6 +36,7 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                 workflow_id=request.workflow_id,
                 raw_input=body.input,
                 session_id=body.session_id,
+                blocking=not body.stream,
             )
         except Exception as error:
             # Any failure before the run starts is a plain HTTP answer, never a broken stream.

@@ -30,6 +30,7 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
                 raw_input=body.args,
                 session_id=body.session_id,
                 map_input=linkai.map_args,
+                blocking=True,
             )
             result = await runs.run_to_end(run)
         except Exception as error:

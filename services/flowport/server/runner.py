@@ -31,6 +31,8 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         self,
         request: runner_pb2.RunRequest | runner_pb2.RunStreamRequest,
         context: grpc.aio.ServicerContext,
+        *,
+        blocking: bool,
     ) -> PreparedRun:
         """Run and RunStream carry the same fields and go through the same checks."""
         caller = await self._services.caller(context)
@@ -39,13 +41,14 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
             workflow_id=request.workflow_id,
             raw_input=from_struct(request.input),
             session_id=request.session_id or None,
+            blocking=blocking,
         )
 
     @translate_errors
     async def Run(
         self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
     ) -> runner_pb2.RunResponse:
-        run = await self._prepare(request, context)
+        run = await self._prepare(request, context, blocking=True)
         result = await self._services.runs.run_to_end(run)
         return runner_pb2.RunResponse(
             output=result.output,
@@ -59,7 +62,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
     async def RunStream(
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
-        run = await self._prepare(request, context)
+        run = await self._prepare(request, context, blocking=False)
         async for event in self._services.runs.events(run):
             yield _event(event, session_id=run.session_id)
 

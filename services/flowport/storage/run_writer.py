@@ -75,24 +75,33 @@ class RunWriter:
         inputs: dict[str, Any],
         session_id: str | None,
     ) -> None:
-        """The run's row, status "running" (what `create_run` writes)."""
-        row = {
-            "id": run_id,
-            "account_id": account_id,
-            "key_id": key_id,
-            "workflow_id": workflow_id,
-            "version": version,
-            "session_id": session_id,
-            "status": "running",
-            "inputs": inputs,
-            "output": None,
-            "error": None,
-            "error_node": None,
-            "started_at": utc_now(),
-            "finished_at": None,
-            "total_time": None,
-        }
+        """The run's row, status "running" (what `create_run` writes), committed."""
+        row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
         await self._submit(_Write(self._future(), start=row))
+
+    def start_soon(
+        self,
+        *,
+        run_id: str,
+        account_id: str,
+        key_id: str | None,
+        workflow_id: str,
+        version: int,
+        inputs: dict[str, Any],
+        session_id: str | None,
+    ) -> asyncio.Future[None]:
+        """`start` without waiting for the commit, for a run whose id its client learns only
+        with its outcome (a blocking answer): `finish` commits in the same transaction as the
+        start or a later one, so the outcome is never acknowledged without the run on record,
+        and the run does not wait for a commit before its first node. Still ending in the
+        same batch, start and end become one row inserted already finished. Returns the
+        future of the start's commit."""
+        row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
+        write = _Write(self._future(), start=row)
+        # Nobody awaits it: a failure is read here, and the run's finish fails on its own.
+        write.future.add_done_callback(_retrieve)
+        self._enqueue(write)
+        return write.future
 
     async def finish(
         self,
@@ -162,12 +171,15 @@ class RunWriter:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, write: _Write) -> None:
+        self._enqueue(write)
+        # Shielded: the flusher owns the write; a cancelled caller stops waiting, nothing more.
+        await asyncio.shield(write.future)
+
+    def _enqueue(self, write: _Write) -> None:
         self._pending.append(write)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="run writer")
             self._flusher.add_done_callback(self._flusher_done)
-        # Shielded: the flusher owns the write; a cancelled caller stops waiting, nothing more.
-        await asyncio.shield(write.future)
 
     def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
         if flusher.cancelled():
@@ -209,16 +221,25 @@ class RunWriter:
                 write.future.set_result(None)
 
     async def _write(self, batch: list[_Write]) -> None:
-        starts = [write.start for write in batch if write.start is not None]
-        ends = [write.end for write in batch if write.end is not None]
+        starts = {write.start["id"]: write.start for write in batch if write.start is not None}
+        ends = []
+        for write in batch:
+            if write.end is None:
+                continue
+            start = starts.get(write.end["b_id"])
+            if start is None:
+                ends.append(write.end)
+            else:
+                # Started and ended in one batch: one row, inserted finished.
+                starts[start["id"]] = _finished_row(start, write.end)
         nodes = [node for write in batch for node in write.nodes]
         turns = [write.turn for write in batch if write.turn is not None]
         if self._db.engine.dialect.name == "sqlite":
-            await self._write_sqlite(starts, ends, nodes, turns)
+            await self._write_sqlite(list(starts.values()), ends, nodes, turns)
             return
         async with self._db.engine.begin() as connection:
             if starts:
-                await connection.execute(insert(_RUNS), starts)
+                await connection.execute(insert(_RUNS), list(starts.values()))
             if ends:
                 await self._finish(connection, ends)
             if nodes:
@@ -266,6 +287,43 @@ class RunWriter:
             # queue work on its thread (pinned below 0.23 in pyproject.toml; every writer
             # test on SQLite runs through it).
             await driver._execute(batch.commit, driver._conn)
+
+
+def _started_row(
+    run_id: str,
+    account_id: str,
+    key_id: str | None,
+    workflow_id: str,
+    version: int,
+    inputs: dict[str, Any],
+    session_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "account_id": account_id,
+        "key_id": key_id,
+        "workflow_id": workflow_id,
+        "version": version,
+        "session_id": session_id,
+        "status": "running",
+        "inputs": inputs,
+        "output": None,
+        "error": None,
+        "error_node": None,
+        "started_at": utc_now(),
+        "finished_at": None,
+        "total_time": None,
+    }
+
+
+def _finished_row(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """The start's row with the end's outcome (its b_ values) in place."""
+    return start | {name.removeprefix("b_"): value for name, value in end.items() if name != "b_id"}
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_finished(updated: int, ends: int, first_run_id: str) -> None:
