@@ -358,11 +358,14 @@ class RunService:
 
     async def run_to_end(self, run: PreparedRun) -> RunSucceeded:
         """Drains the same events a stream would send; a failed run raises its error."""
-        async for event in self.events(run):
-            if isinstance(event, RunSucceeded):
-                return event
-            if isinstance(event, RunFailed):
-                raise event.error
+        # Straight from the batches: one generator less per event than `events`.
+        async with aclosing(self.batches(run)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    if isinstance(event, RunSucceeded):
+                        return event
+                    if isinstance(event, RunFailed):
+                        raise event.error
         raise FlowportError("the run ended without an outcome")
 
     def _loader(self, account_id: str) -> WorkflowLoader:
