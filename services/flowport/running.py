@@ -109,10 +109,8 @@ class PreparedRun:
     owner_id: str = ""
     # Whether a node keeps memory, so the run's end records the session's turn.
     uses_memory: bool = False
-    # The commit of the run's row when `prepare` did not wait for it (the batching writer's).
+    # The commit of the run's row when it was not waited for (a blocking run).
     row_written: asyncio.Future[None] | None = None
-    # Whether the client learns the run's id only with its outcome (see `prepare`).
-    blocking: bool = False
 
 
 class RunService:
@@ -170,11 +168,8 @@ class RunService:
     ) -> PreparedRun:
         """Everything that can fail before the first event: a failure here is a plain HTTP error.
         The checks run in the order LinkAI's error codes imply: scope, workflow, visibility,
-        input, content policy, and only then a credit is spent.
-
-        The run's row is committed by the time `batches` yields its first batch, which is
-        when a stream may name the run; `blocking` (the client learns the run's id only
-        with its outcome) lets the outcome's commit carry it instead."""
+        input, content policy, and only then a credit is spent. `blocking`: the client learns
+        the run's id only with its outcome, so the run need not wait for its row's commit."""
         principal.require("run")
         workflow = await self._newest(workflow_id)
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
@@ -245,18 +240,22 @@ class RunService:
         elif spend or memory_session:
             history = await self._db.run(begin)
         else:
-            # Nothing to spend or read: the row alone, through the batching writer. Not waited
-            # for here: the run's first node (a model's first token is most of a stream's
-            # first event) starts while the row is being committed.
-            row_written = self._writer.start(
-                run_id=run_id,
-                account_id=account_id,
-                key_id=principal.key_id,
-                workflow_id=workflow.workflow_id,
-                version=workflow.version,
-                inputs=inputs,
-                session_id=session_id,
-            )
+            # Nothing to spend or read: the row alone, through the batching writer.
+            row = {
+                "run_id": run_id,
+                "account_id": account_id,
+                "key_id": principal.key_id,
+                "workflow_id": workflow.workflow_id,
+                "version": workflow.version,
+                "inputs": inputs,
+                "session_id": session_id,
+            }
+            if blocking:
+                # Its outcome is committed with or after it, before the client hears of it.
+                row_written = self._writer.start_soon(**row)
+            else:
+                # A stream names the run at once: the row exists before the client can ask.
+                await self._writer.start(**row)
         return PreparedRun(
             run_id=run_id,
             account_id=principal.account_id,
@@ -267,7 +266,6 @@ class RunService:
             owner_id=workflow.account_id,
             uses_memory=workflow.uses_memory,
             row_written=row_written,
-            blocking=blocking,
         )
 
     async def batches(self, run: PreparedRun) -> AsyncGenerator[list[RunEvent], None]:
@@ -280,8 +278,6 @@ class RunService:
         started = time.perf_counter()
         # Each llm node's text so far: a blocked word is caught as soon as it is generated.
         generated: dict[str, str] = {}
-        # A stream's first message names the run: its row must be committed by then.
-        row_pending = None if run.blocking else run.row_written
         active = _ActiveRun(task=asyncio.current_task())
         self._active[run.run_id] = active
         try:
@@ -299,13 +295,6 @@ class RunService:
                 )
             ) as stream:
                 async for batch in stream:
-                    if row_pending is not None:
-                        try:
-                            await asyncio.shield(row_pending)
-                        except Exception:
-                            recorded = True  # no row to record an outcome in
-                            raise
-                        row_pending = None
                     checked: list[RunEvent] = []
                     for event in batch:
                         blocked = self._blocked(event, generated)

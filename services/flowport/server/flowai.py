@@ -58,24 +58,15 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
             )
             return
 
-        streaming = False
+        await context.send_initial_metadata(SSE_HEADERS + run_header)
         try:
             async for batch in runs.batches(run):
-                if not streaming:
-                    # With the first batch, when the run's row is committed: only then may
-                    # the headers name it.
-                    await context.send_initial_metadata(SSE_HEADERS + run_header)
-                    streaming = True
                 # The frames of every event ready at once in one message: SSE is a byte
                 # stream, so the client reads the same bytes, with one write instead of many.
                 data = b"".join(filter(None, map(flowai.render_event, batch)))
                 if data:
                     yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
         except Exception as error:
-            if not streaming:
-                # Nothing sent yet (the run's row could not be written): a plain HTTP error.
-                yield await _http_error(context, error)
-                return
             # After the first byte the HTTP status cannot change: the error is a frame.
             yield httpbody_pb2.HttpBody(
                 content_type=SSE, data=flowai.error_frame(as_flowport_error(error))

@@ -64,7 +64,22 @@ class RunWriter:
         self._turns: _TakeTurns | None = None
         self._writing: list[_Write] = []  # the batch being written
 
-    def start(
+    async def start(
+        self,
+        *,
+        run_id: str,
+        account_id: str,
+        key_id: str | None,
+        workflow_id: str,
+        version: int,
+        inputs: dict[str, Any],
+        session_id: str | None,
+    ) -> None:
+        """The run's row, status "running" (what `create_run` writes), committed."""
+        row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
+        await self._submit(_Write(self._future(), start=row))
+
+    def start_soon(
         self,
         *,
         run_id: str,
@@ -75,14 +90,15 @@ class RunWriter:
         inputs: dict[str, Any],
         session_id: str | None,
     ) -> asyncio.Future[None]:
-        """The run's row, status "running" (what `create_run` writes), on its way: returns the
-        future of its commit, so the run need not wait for it before its first node. A later
-        `finish` commits in the same transaction or a later one, so an outcome is never on
-        record without its run; a start and end meeting in one batch become one row,
-        inserted finished."""
+        """`start` without waiting for the commit, for a run whose id its client learns only
+        with its outcome (a blocking answer): `finish` commits in the same transaction as the
+        start or a later one, so the outcome is never acknowledged without the run on record,
+        and the run does not wait for a commit before its first node. Still ending in the
+        same batch, start and end become one row inserted already finished. Returns the
+        future of the start's commit."""
         row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
         write = _Write(self._future(), start=row)
-        # Read here as well: a caller that does not wait for it leaves no failure unread.
+        # Nobody awaits it: a failure is read here, and the run's finish fails on its own.
         write.future.add_done_callback(_retrieve)
         self._enqueue(write)
         return write.future
