@@ -109,7 +109,7 @@ class PreparedRun:
     owner_id: str = ""
     # Whether a node keeps memory, so the run's end records the session's turn.
     uses_memory: bool = False
-    # The commit of the run's row when it was not waited for (a blocking run).
+    # The commit of the run's row, when it went through the batching writer.
     row_written: asyncio.Future[None] | None = None
 
 
@@ -241,21 +241,20 @@ class RunService:
             history = await self._db.run(begin)
         else:
             # Nothing to spend or read: the row alone, through the batching writer.
-            row = {
-                "run_id": run_id,
-                "account_id": account_id,
-                "key_id": principal.key_id,
-                "workflow_id": workflow.workflow_id,
-                "version": workflow.version,
-                "inputs": inputs,
-                "session_id": session_id,
-            }
-            if blocking:
-                # Its outcome is committed with or after it, before the client hears of it.
-                row_written = self._writer.start_soon(**row)
-            else:
+            row_written = self._writer.start(
+                run_id=run_id,
+                account_id=account_id,
+                key_id=principal.key_id,
+                workflow_id=workflow.workflow_id,
+                version=workflow.version,
+                inputs=inputs,
+                session_id=session_id,
+            )
+            if not blocking:
                 # A stream names the run at once: the row exists before the client can ask.
-                await self._writer.start(**row)
+                # (A blocking run's outcome is committed with or after it, before the client
+                # hears of it.) Shielded: a client leaving does not cancel the write.
+                await asyncio.shield(row_written)
         return PreparedRun(
             run_id=run_id,
             account_id=principal.account_id,

@@ -92,8 +92,8 @@ async def test_a_started_run_is_running_and_a_finished_one_has_its_nodes(
     ]
 
 
-def _start_soon(writer: RunWriter, account: Account, workflow: Workflow, run_id: str):
-    return writer.start_soon(
+def _start_as(writer: RunWriter, account: Account, workflow: Workflow, run_id: str):
+    return writer.start(
         run_id=run_id,
         account_id=account.id,
         key_id=None,
@@ -104,14 +104,14 @@ def _start_soon(writer: RunWriter, account: Account, workflow: Workflow, run_id:
     )
 
 
-async def test_a_run_started_soon_and_ended_at_once_is_one_finished_row(
+async def test_a_run_started_and_ended_at_once_is_one_finished_row(
     db: Database, account: Account, workflow: Workflow
 ):
     writer = RunWriter(db)
     run_ids = [new_id("run", 20) for _ in range(3)]
     # Started and ended before the writer runs: each start and end share one batch.
     for run_id in run_ids:
-        _start_soon(writer, account, workflow, run_id)
+        _start_as(writer, account, workflow, run_id)
     await asyncio.gather(*(_finish(writer, run_id, [_node("a")]) for run_id in run_ids))
     async with db.session() as session:
         for run_id in run_ids:
@@ -126,12 +126,12 @@ async def test_a_run_started_soon_and_ended_at_once_is_one_finished_row(
             assert [n.node_id for n in nodes] == ["a"]
 
 
-async def test_a_run_started_soon_is_running_once_its_commit_is_done(
+async def test_a_started_run_is_running_once_its_commit_is_done(
     db: Database, account: Account, workflow: Workflow
 ):
     writer = RunWriter(db)
     run_id = new_id("run", 20)
-    await _start_soon(writer, account, workflow, run_id)
+    await _start_as(writer, account, workflow, run_id)
     async with db.session() as session:
         run, _ = await get_run(session, account_id=account.id, run_id=run_id)
     assert run.status == "running"
@@ -141,14 +141,14 @@ async def test_a_run_started_soon_is_running_once_its_commit_is_done(
     assert run.status == "succeeded"
 
 
-async def test_a_start_soon_that_fails_says_so_on_its_future_alone(
+async def test_a_start_that_fails_says_so_on_its_future_alone(
     db: Database, account: Account, workflow: Workflow
 ):
     writer = RunWriter(db)
     taken = await _start(writer, account, workflow)
     other = new_id("run", 20)
-    duplicate = _start_soon(writer, account, workflow, taken)
-    fine = _start_soon(writer, account, workflow, other)
+    duplicate = _start_as(writer, account, workflow, taken)
+    fine = _start_as(writer, account, workflow, other)
     await asyncio.wait({duplicate, fine})
     assert duplicate.exception() is not None  # the id is taken
     assert fine.exception() is None

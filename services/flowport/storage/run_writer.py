@@ -64,22 +64,7 @@ class RunWriter:
         self._turns: _TakeTurns | None = None
         self._writing: list[_Write] = []  # the batch being written
 
-    async def start(
-        self,
-        *,
-        run_id: str,
-        account_id: str,
-        key_id: str | None,
-        workflow_id: str,
-        version: int,
-        inputs: dict[str, Any],
-        session_id: str | None,
-    ) -> None:
-        """The run's row, status "running" (what `create_run` writes), committed."""
-        row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
-        await self._submit(_Write(self._future(), start=row))
-
-    def start_soon(
+    def start(
         self,
         *,
         run_id: str,
@@ -90,15 +75,15 @@ class RunWriter:
         inputs: dict[str, Any],
         session_id: str | None,
     ) -> asyncio.Future[None]:
-        """`start` without waiting for the commit, for a run whose id its client learns only
-        with its outcome (a blocking answer): `finish` commits in the same transaction as the
-        start or a later one, so the outcome is never acknowledged without the run on record,
-        and the run does not wait for a commit before its first node. Still ending in the
-        same batch, start and end become one row inserted already finished. Returns the
-        future of the start's commit."""
+        """The run's row, status "running" (what `create_run` writes), on its way: returns the
+        future of its commit (shield it to wait: it belongs to the writer). A run whose
+        client learns its id only with the outcome (a blocking answer) need not wait: its
+        `finish` commits in the same transaction or a later one, so an outcome is never on
+        record without its run, and a start and end meeting in one batch become one row,
+        inserted finished."""
         row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
         write = _Write(self._future(), start=row)
-        # Nobody awaits it: a failure is read here, and the run's finish fails on its own.
+        # Read here as well: a caller that does not wait for it leaves no failure unread.
         write.future.add_done_callback(_retrieve)
         self._enqueue(write)
         return write.future
