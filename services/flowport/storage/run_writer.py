@@ -81,7 +81,22 @@ class RunWriter:
         `finish` commits in the same transaction or a later one, so an outcome is never on
         record without its run, and a start and end meeting in one batch become one row,
         inserted finished."""
-        row = _started_row(run_id, account_id, key_id, workflow_id, version, inputs, session_id)
+        row = {
+            "id": run_id,
+            "account_id": account_id,
+            "key_id": key_id,
+            "workflow_id": workflow_id,
+            "version": version,
+            "session_id": session_id,
+            "status": "running",
+            "inputs": inputs,
+            "output": None,
+            "error": None,
+            "error_node": None,
+            "started_at": utc_now(),
+            "finished_at": None,
+            "total_time": None,
+        }
         write = _Write(self._future(), start=row)
         # Read here as well: a caller that does not wait for it leaves no failure unread.
         write.future.add_done_callback(_retrieve)
@@ -272,33 +287,6 @@ class RunWriter:
             # queue work on its thread (pinned below 0.23 in pyproject.toml; every writer
             # test on SQLite runs through it).
             await driver._execute(batch.commit, driver._conn)
-
-
-def _started_row(
-    run_id: str,
-    account_id: str,
-    key_id: str | None,
-    workflow_id: str,
-    version: int,
-    inputs: dict[str, Any],
-    session_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "id": run_id,
-        "account_id": account_id,
-        "key_id": key_id,
-        "workflow_id": workflow_id,
-        "version": version,
-        "session_id": session_id,
-        "status": "running",
-        "inputs": inputs,
-        "output": None,
-        "error": None,
-        "error_node": None,
-        "started_at": utc_now(),
-        "finished_at": None,
-        "total_time": None,
-    }
 
 
 def _finished_row(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
