@@ -66,6 +66,10 @@ WORKFLOW_CACHE_TTL_S = 1.0
 UNLIMITED_CACHE_TTL_S = 1.0
 # Beyond this many entries a cache starts over, so unknown ids cannot grow it.
 CACHE_MAX_ENTRIES = 10_000
+# A blocking run's row waits this long for its outcome before it is committed alone: a run
+# ending sooner is written once, already finished (one commit instead of two); a longer one
+# shows as running from then on.
+BLOCKING_ROW_DELAY_S = 0.05
 
 # Maps a surface's raw arguments onto the workflow's declared inputs (LinkAI's `args`).
 InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
@@ -249,6 +253,7 @@ class RunService:
                 version=workflow.version,
                 inputs=inputs,
                 session_id=session_id,
+                delay_s=BLOCKING_ROW_DELAY_S if blocking else 0.0,
             )
             if not blocking:
                 # A stream names the run at once: the row exists before the client can ask.

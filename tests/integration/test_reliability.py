@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import httpx_sse
@@ -88,20 +89,27 @@ def test_cancelling_a_finished_run_changes_nothing_and_others_cannot(
 
 
 def _running_run(stack: Stack, workflow_id: str) -> str:
-    """The id of the workflow's run in progress, read as an operator would, from the database."""
+    """The id of the workflow's run in progress, read as an operator would, from the database
+    (a blocking run's row is committed within RunService's BLOCKING_ROW_DELAY_S)."""
     engine = sqlalchemy.create_engine(stack.database_url)
-    try:
+
+    def running() -> list[Any]:
         with engine.connect() as connection:
-            rows = connection.execute(
-                sqlalchemy.text(
-                    "SELECT id FROM runs WHERE workflow_id = :w AND status = 'running'"
-                ),
-                {"w": workflow_id},
-            ).all()
+            return list(
+                connection.execute(
+                    sqlalchemy.text(
+                        "SELECT id FROM runs WHERE workflow_id = :w AND status = 'running'"
+                    ),
+                    {"w": workflow_id},
+                ).all()
+            )
+
+    try:
+        rows = _wait_for(running, timeout_s=5, what="the run's row")
     finally:
         engine.dispose()
     assert len(rows) == 1, rows
-    return rows[0][0]
+    return str(rows[0][0])
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -92,8 +93,11 @@ async def test_a_started_run_is_running_and_a_finished_one_has_its_nodes(
     ]
 
 
-def _start_as(writer: RunWriter, account: Account, workflow: Workflow, run_id: str):
+def _start_as(
+    writer: RunWriter, account: Account, workflow: Workflow, run_id: str, delay_s: float = 0.0
+):
     return writer.start(
+        delay_s=delay_s,
         run_id=run_id,
         account_id=account.id,
         key_id=None,
@@ -154,6 +158,54 @@ async def test_a_start_that_fails_says_so_on_its_future_alone(
     assert fine.exception() is None
     async with db.session() as session:
         run, _ = await get_run(session, account_id=account.id, run_id=other)
+    assert run.status == "running"
+
+
+async def test_a_delayed_start_goes_with_its_quick_end_in_one_transaction(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    batches: list[int] = []
+    write = writer._write
+
+    async def counted(batch: list[Any]) -> None:
+        batches.append(len(batch))
+        await write(batch)
+
+    writer._write = counted  # type: ignore[method-assign]
+    run_id = new_id("run", 20)
+    started = _start_as(writer, account, workflow, run_id, delay_s=5.0)
+    await asyncio.sleep(0.01)  # the run's quick work
+    assert not started.done()
+    await _finish(writer, run_id, [_node("a")])
+
+    assert started.done() and batches == [2]
+    async with db.session() as session:
+        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    assert (run.status, [n.node_id for n in nodes]) == ("succeeded", ["a"])
+
+
+async def test_a_delayed_start_alone_is_committed_after_its_delay(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_id = new_id("run", 20)
+    await asyncio.wait_for(_start_as(writer, account, workflow, run_id, delay_s=0.05), 5)
+    async with db.session() as session:
+        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    assert run.status == "running"
+
+
+async def test_closing_the_writer_commits_delayed_starts(
+    db: Database, account: Account, workflow: Workflow
+):
+    writer = RunWriter(db)
+    run_id = new_id("run", 20)
+    started = _start_as(writer, account, workflow, run_id, delay_s=60.0)
+    await writer.close()
+    assert started.done()
+    async with db.session() as session:
+        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
     assert run.status == "running"
 
 

@@ -74,13 +74,15 @@ class RunWriter:
         version: int,
         inputs: dict[str, Any],
         session_id: str | None,
+        delay_s: float = 0.0,
     ) -> asyncio.Future[None]:
         """The run's row, status "running" (what `create_run` writes), on its way: returns the
         future of its commit (shield it to wait: it belongs to the writer). A run whose
         client learns its id only with the outcome (a blocking answer) need not wait: its
         `finish` commits in the same transaction or a later one, so an outcome is never on
         record without its run, and a start and end meeting in one batch become one row,
-        inserted finished."""
+        inserted finished. `delay_s`: the row may wait this long for other writes to go
+        with it (a quick run's end: one commit instead of two), and is committed then."""
         row = {
             "id": run_id,
             "account_id": account_id,
@@ -100,7 +102,7 @@ class RunWriter:
         write = _Write(self._future(), start=row)
         # Read here as well: a caller that does not wait for it leaves no failure unread.
         write.future.add_done_callback(_retrieve)
-        self._enqueue(write)
+        self._enqueue(write, delay_s)
         return write.future
 
     async def finish(
@@ -162,6 +164,7 @@ class RunWriter:
     async def close(self) -> None:
         """Waits for the writes submitted until nothing is left to write (a run ending
         while this waits is written too), then lets go of the lock file."""
+        self._flush_soon()  # delayed starts too
         while self._flusher is not None and not self._flusher.done():
             await asyncio.wait({self._flusher})
         if self._turns is not None:
@@ -175,9 +178,17 @@ class RunWriter:
         # Shielded: the flusher owns the write; a cancelled caller stops waiting, nothing more.
         await asyncio.shield(write.future)
 
-    def _enqueue(self, write: _Write) -> None:
+    def _enqueue(self, write: _Write, delay_s: float = 0.0) -> None:
         self._pending.append(write)
-        if self._flusher is None or self._flusher.done():
+        if delay_s <= 0:
+            self._flush_soon()
+        elif self._flusher is None or self._flusher.done():
+            # A busy writer takes it with its next batch anyway; an idle one in delay_s.
+            asyncio.get_running_loop().call_later(delay_s, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        """Starts the flusher, unless it is running (it takes what is pending next)."""
+        if self._pending and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush(), name="run writer")
             self._flusher.add_done_callback(self._flusher_done)
 
