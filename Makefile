@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint generate check-generated bench clean
+.PHONY: run test lint generate check-generated bench bench-versus clean
 
 $(BIN)/flowport: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ node_modules/.bin/buf:
 # BENCH_RUNS=N runs per figure (3), BENCH_QUICK=1 a short smoke run; results in .flowport/bench.json.
 bench: $(BIN)/flowport bench-tools
 	$(BIN)/python -m tests.bench
+
+# The blocking figures of this checkout against commit BASE, both running at once (README, Performance).
+bench-versus: $(BIN)/flowport bench-tools
+	$(BIN)/python -m tests.bench.versus $(or $(BASE),$(error set BASE=<commit>))
 
 # wrk, the bench's HTTP load generator, from Debian's packages (make runs as root here).
 .PHONY: bench-tools

@@ -28,7 +28,7 @@ SCALE_CONCURRENCY = 32
 NAMES = ("flowport", "ceiling")
 
 
-def _wrk_target(url: str, script: Path, key: str, duration_s: float) -> Measure:
+def wrk_target(url: str, script: Path, key: str, duration_s: float) -> Measure:
     # The ceiling gets the key too, so both sides receive the same bytes.
     headers = {"Content-Type": "application/json", "X-API-KEY": key}
     script.write_text(wrk.post_script(BMI_BODY, headers))
@@ -60,11 +60,11 @@ async def rest(
     """FlowAI's `POST /v1/api/workflow/run/{id}` through Envoy, wrk on both sides."""
     ours_url = flowport.base_url + flowport.bmi_path
     base_url = ceiling.base_url + ceiling.path
-    ours = _wrk_target(ours_url, work_dir / "flowport.lua", flowport.key, config.wrk_s)
-    base = _wrk_target(base_url, work_dir / "ceiling.lua", flowport.key, config.wrk_s)
+    ours = wrk_target(ours_url, work_dir / "flowport.lua", flowport.key, config.wrk_s)
+    base = wrk_target(base_url, work_dir / "ceiling.lua", flowport.key, config.wrk_s)
     # Unreported, one connection: caches and connections settle before the first figure.
     for url, name in ((ours_url, "flowport"), (base_url, "ceiling")):
-        warm = _wrk_target(url, work_dir / f"{name}-warmup.lua", flowport.key, config.warmup_s)
+        warm = wrk_target(url, work_dir / f"{name}-warmup.lua", flowport.key, config.warmup_s)
         await warm(1)
     return await side_by_side(
         ours, base, concurrencies=config.concurrencies, runs=config.runs, names=NAMES
@@ -94,10 +94,10 @@ async def scale(config: BenchConfig, one: Flowport, two: Flowport, work_dir: Pat
     """The REST figure at c=32 with two service processes (ours) against one (base)."""
     ours_url = two.base_url + two.bmi_path
     base_url = one.base_url + one.bmi_path
-    ours = _wrk_target(ours_url, work_dir / "workers-2.lua", two.key, config.wrk_s)
-    base = _wrk_target(base_url, work_dir / "workers-1.lua", one.key, config.wrk_s)
+    ours = wrk_target(ours_url, work_dir / "workers-2.lua", two.key, config.wrk_s)
+    base = wrk_target(base_url, work_dir / "workers-1.lua", one.key, config.wrk_s)
     for url, stack, name in ((ours_url, two, "workers-2"), (base_url, one, "workers-1")):
-        warm = _wrk_target(url, work_dir / f"{name}-warmup.lua", stack.key, config.warmup_s)
+        warm = wrk_target(url, work_dir / f"{name}-warmup.lua", stack.key, config.warmup_s)
         await warm(1)
     (comparison,) = await side_by_side(
         ours,

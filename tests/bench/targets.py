@@ -38,12 +38,19 @@ def serve_supports_workers() -> bool:
 class Flowport:
     """`flowport serve` with the demo workflows published and a key to run them."""
 
-    def __init__(self, data_dir: Path, *, llm_base_url: str | None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        llm_base_url: str | None,
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.stack = Stack(
             data_dir=data_dir,
             database_url=f"sqlite:///{data_dir / 'flowport.db'}",
             llm_base_url=llm_base_url,
-            extra_env=dict(UNLIMITED_ENV),
+            extra_env={**UNLIMITED_ENV, **(extra_env or {})},
             workers=workers,
         )
         self.key = ""

@@ -169,3 +169,22 @@ def test_token_latency_maps_joined_frames_to_each_token() -> None:
         token_latencies(Stream(sent=99.0, frames=[(100.25, "t0;t1;")]), written)
     with pytest.raises(RuntimeError, match="twice"):
         token_latencies(Stream(sent=99.0, frames=[(100.25, "t0;t0;")]), written)
+
+
+def test_versus_table_gives_each_concurrency_its_ratio_and_p50_difference() -> None:
+    from tests.bench.compare import Comparison
+    from tests.bench.versus import render
+
+    def figure(rps: float, p50_ms: float) -> wrk.WrkResult:
+        return wrk.WrkResult(
+            requests=int(rps), duration_s=1.0, requests_per_s=rps, latency_s={50.0: p50_ms / 1e3}
+        )
+
+    one = Comparison(concurrency=1, names=("this", "abc123"))
+    one.ours.figures += [figure(300, 3.0), figure(320, 2.8)]
+    one.base.figures += [figure(250, 3.6), figure(260, 3.5)]
+    table = render("abc123", [one]).splitlines()
+
+    assert table[0].startswith("this checkout vs abc123") and "2 alternating runs" in table[0]
+    # Medians: 310 vs 255 req/s (x1.22 as the median of x1.20 and x1.23), p50 2.90 vs 3.55.
+    assert table[2].split() == ["1", "310", "2.90", "255", "3.55", "x1.22", "-0.65", "ms"]
