@@ -14,7 +14,9 @@ from flowport.ids import new_id
 from flowport.storage import (
     Account,
     Database,
+    NodeRun,
     NodeRunRecord,
+    Run,
     RunWriter,
     Workflow,
     create_workflow,
@@ -48,9 +50,11 @@ def _node(node_id: str) -> NodeRunRecord:
     )
 
 
-async def _start(writer: RunWriter, account: Account, workflow: Workflow) -> str:
-    run_id = new_id("run", 20)
-    await writer.start(
+def _start_as(
+    writer: RunWriter, account: Account, workflow: Workflow, run_id: str, delay_s: float = 0.0
+):
+    return writer.start(
+        delay_s=delay_s,
         run_id=run_id,
         account_id=account.id,
         key_id=None,
@@ -59,7 +63,19 @@ async def _start(writer: RunWriter, account: Account, workflow: Workflow) -> str
         inputs={"height": 1.8},
         session_id="s1",
     )
+
+
+async def _start(writer: RunWriter, account: Account, workflow: Workflow) -> str:
+    """A new run's row, committed; its id."""
+    run_id = new_id("run", 20)
+    await _start_as(writer, account, workflow, run_id)
     return run_id
+
+
+async def _row(db: Database, account: Account, run_id: str) -> tuple[Run, list[NodeRun]]:
+    """The run's record and its nodes, as read back."""
+    async with db.session() as session:
+        return await get_run(session, account_id=account.id, run_id=run_id)
 
 
 async def _finish(writer: RunWriter, run_id: str, nodes: list[NodeRunRecord]) -> None:
@@ -79,33 +95,16 @@ async def test_a_started_run_is_running_and_a_finished_one_has_its_nodes(
 ):
     writer = RunWriter(db)
     run_id = await _start(writer, account, workflow)
-    async with db.session() as session:
-        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    run, nodes = await _row(db, account, run_id)
     assert (run.status, run.inputs, run.session_id, nodes) == ("running", {"height": 1.8}, "s1", [])
 
     await _finish(writer, run_id, [_node("a"), _node("b")])
-    async with db.session() as session:
-        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    run, nodes = await _row(db, account, run_id)
     assert (run.status, run.output, run.finished_at is not None) == ("succeeded", "ok", True)
     assert [(n.node_id, n.inputs, n.output) for n in nodes] == [
         ("a", {"x": 1}, {"output": "a"}),
         ("b", {"x": 1}, {"output": "b"}),
     ]
-
-
-def _start_as(
-    writer: RunWriter, account: Account, workflow: Workflow, run_id: str, delay_s: float = 0.0
-):
-    return writer.start(
-        delay_s=delay_s,
-        run_id=run_id,
-        account_id=account.id,
-        key_id=None,
-        workflow_id=workflow.id,
-        version=1,
-        inputs={"height": 1.8},
-        session_id="s1",
-    )
 
 
 async def test_a_run_started_and_ended_at_once_is_one_finished_row(
@@ -136,12 +135,10 @@ async def test_a_started_run_is_running_once_its_commit_is_done(
     writer = RunWriter(db)
     run_id = new_id("run", 20)
     await _start_as(writer, account, workflow, run_id)
-    async with db.session() as session:
-        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    run, _ = await _row(db, account, run_id)
     assert run.status == "running"
     await _finish(writer, run_id, [])
-    async with db.session() as session:
-        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    run, _ = await _row(db, account, run_id)
     assert run.status == "succeeded"
 
 
@@ -156,8 +153,7 @@ async def test_a_start_that_fails_says_so_on_its_future_alone(
     await asyncio.wait({duplicate, fine})
     assert duplicate.exception() is not None  # the id is taken
     assert fine.exception() is None
-    async with db.session() as session:
-        run, _ = await get_run(session, account_id=account.id, run_id=other)
+    run, _ = await _row(db, account, other)
     assert run.status == "running"
 
 
@@ -180,8 +176,7 @@ async def test_a_delayed_start_goes_with_its_quick_end_in_one_transaction(
     await _finish(writer, run_id, [_node("a")])
 
     assert started.done() and batches == [2]
-    async with db.session() as session:
-        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    run, nodes = await _row(db, account, run_id)
     assert (run.status, [n.node_id for n in nodes]) == ("succeeded", ["a"])
 
 
@@ -191,8 +186,7 @@ async def test_a_delayed_start_alone_is_committed_after_its_delay(
     writer = RunWriter(db)
     run_id = new_id("run", 20)
     await asyncio.wait_for(_start_as(writer, account, workflow, run_id, delay_s=0.05), 5)
-    async with db.session() as session:
-        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    run, _ = await _row(db, account, run_id)
     assert run.status == "running"
 
 
@@ -204,8 +198,7 @@ async def test_closing_the_writer_commits_delayed_starts(
     started = _start_as(writer, account, workflow, run_id, delay_s=60.0)
     await writer.close()
     assert started.done()
-    async with db.session() as session:
-        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    run, _ = await _row(db, account, run_id)
     assert run.status == "running"
 
 
@@ -247,8 +240,7 @@ async def test_a_cancelled_caller_still_gets_its_run_written(
     await asyncio.sleep(0)
     finishing.cancel()
     await writer.close()
-    async with db.session() as session:
-        run, nodes = await get_run(session, account_id=account.id, run_id=run_id)
+    run, nodes = await _row(db, account, run_id)
     assert (run.status, len(nodes)) == ("succeeded", 1)
 
 
@@ -287,8 +279,7 @@ async def test_a_finish_must_name_a_final_status(
             total_time=0.1,
             node_runs=[],
         )
-    async with db.session() as session:
-        run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+    run, _ = await _row(db, account, run_id)
     assert run.status == "running"
 
 

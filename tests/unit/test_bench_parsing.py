@@ -172,6 +172,7 @@ def test_token_latency_maps_joined_frames_to_each_token() -> None:
 
 
 def test_versus_table_gives_each_concurrency_its_ratio_and_p50_difference() -> None:
+    # Here, not at the top: versus imports the service's packages, the rest of this file not.
     from tests.bench.compare import Comparison
     from tests.bench.versus import render
 
