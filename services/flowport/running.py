@@ -201,6 +201,10 @@ class RunService:
 
         async def begin(session: AsyncSession) -> Sequence[ChatMessage]:
             """Spends the credit, reads the memory and writes the run's row: one session."""
+            async with self._writer.turn():
+                return await begin_in_turn(session)
+
+        async def begin_in_turn(session: AsyncSession) -> Sequence[ChatMessage]:
             if spend:
                 spent, left = await spend_credit_left(session, account_id=account_id)
                 if not spent:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import InvalidArgument, NotFound
@@ -24,7 +25,7 @@ from flowport.storage import (
     publish_workflow,
     recent_turns,
 )
-from flowport.storage.run_writer import _TakeTurns
+from flowport.storage.sqlite_writes import _TakeTurns
 
 
 @pytest.fixture
@@ -200,6 +201,21 @@ async def test_closing_the_writer_commits_delayed_starts(
     assert started.done()
     run, _ = await _row(db, account, run_id)
     assert run.status == "running"
+
+
+async def test_a_write_on_sqlite_does_not_wait_for_the_engines_connection(
+    db: Database, account: Account, workflow: Workflow
+):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the engine's pool holds one connection on SQLite only")
+    writer = RunWriter(db)
+    async with db.session() as reading:
+        # A read transaction keeps the engine's one SQLite connection checked out.
+        await reading.exec(select(Run))
+        run_id = await asyncio.wait_for(_start(writer, account, workflow), 10)
+    run, _ = await _row(db, account, run_id)
+    assert run.status == "running"
+    await writer.close()
 
 
 async def test_many_runs_at_once_are_all_written(

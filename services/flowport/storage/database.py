@@ -47,6 +47,14 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     _apply_pragmas(dbapi_connection, busy_timeout_ms=5000, extra=("PRAGMA foreign_keys=ON",))
 
 
+def open_sqlite_file(path: str) -> sqlite3.Connection:
+    """A connection to a SQLite file set up as the engine's are (WAL, foreign keys, busy
+    timeout), for code that drives the driver itself: the run writer."""
+    connection = sqlite3.connect(path)
+    _set_sqlite_pragmas(connection, None)
+    return connection
+
+
 def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
     # A process starting while another migrates waits for it to finish, which on a loaded
     # machine can take longer than a request should ever wait.

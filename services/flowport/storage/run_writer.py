@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowport.errors import InvalidArgument, NotFound
+from flowport.errors import InvalidArgument
 from flowport.storage.database import Database
 from flowport.storage.models import NodeRun, Run, SessionTurn, utc_now
 from flowport.storage.runs import FINAL_STATUSES, NodeRunRecord
+from flowport.storage.sqlite_writes import SqliteWrites, check_finished
 
 _RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
@@ -60,8 +57,8 @@ class RunWriter:
         self._db = db
         self._pending: list[_Write] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._sqlite: _SqliteStatements | None = None
-        self._turns: _TakeTurns | None = None
+        # SQLite's own path, set up on the first write (PostgreSQL's goes through the pool).
+        self._sqlite: SqliteWrites | None = None
         self._writing: list[_Write] = []  # the batch being written
 
     def start(
@@ -163,12 +160,28 @@ class RunWriter:
 
     async def close(self) -> None:
         """Waits for the writes submitted until nothing is left to write (a run ending
-        while this waits is written too), then lets go of the lock file."""
+        while this waits is written too), then closes SQLite's connection and lock file."""
         self._flush_soon()  # delayed starts too
         while self._flusher is not None and not self._flusher.done():
             await asyncio.wait({self._flusher})
-        if self._turns is not None:
-            self._turns.close()
+        if self._sqlite is not None:
+            await self._sqlite.close()
+            self._sqlite = None
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold it around another write transaction on SQLite (a run's credit and row, for a
+        limited account), so that it never collides with the writer's: see SqliteWrites."""
+        if self._db.engine.dialect.name != "sqlite":
+            yield  # PostgreSQL's writers wait on row locks, without sleeping
+            return
+        async with self._sqlite_writes().turn():
+            yield
+
+    def _sqlite_writes(self) -> SqliteWrites:
+        if self._sqlite is None:
+            self._sqlite = SqliteWrites(self._db)
+        return self._sqlite
 
     def _future(self) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
@@ -246,7 +259,7 @@ class RunWriter:
         nodes = [node for write in batch for node in write.nodes]
         turns = [write.turn for write in batch if write.turn is not None]
         if self._db.engine.dialect.name == "sqlite":
-            await self._write_sqlite(list(starts.values()), ends, nodes, turns)
+            await self._sqlite_writes().write(list(starts.values()), ends, nodes, turns)
             return
         async with self._db.engine.begin() as connection:
             if starts:
@@ -265,39 +278,7 @@ class RunWriter:
                 await self._finish(connection, [end])
             return
         result = await connection.execute(_FINISH, ends)
-        _check_finished(result.rowcount, len(ends), ends[0]["b_id"])
-
-    async def _write_sqlite(
-        self,
-        starts: list[dict[str, Any]],
-        ends: list[dict[str, Any]],
-        nodes: list[dict[str, Any]],
-        turns: list[dict[str, Any]],
-    ) -> None:
-        """The same rows through the pooled connection's aiosqlite driver: SQLAlchemy's
-        statement machinery cost ~1 ms of CPU per transaction here, the driver ~0.15 ms."""
-        sql = self._sqlite
-        if sql is None:
-            sql = self._sqlite = _SqliteStatements(self._db.engine.dialect)
-        if self._turns is None:
-            self._turns = _TakeTurns.for_database(self._db)
-        batch = _SqliteBatch(
-            runs=sql.insert_run.bind(starts) if starts else None,
-            ends=sql.finish_run.bind(ends) if ends else None,
-            nodes=sql.insert_node.bind(nodes) if nodes else None,
-            turns=sql.insert_turn.bind(turns) if turns else None,
-            first_end=ends[0]["b_id"] if ends else "",
-        )
-        async with self._turns.held(), self._db.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            # The whole transaction in one trip to aiosqlite's thread: a trip per statement
-            # and one for the commit cost ~0.18 ms of a blocking run's p50 at c=1. aiosqlite
-            # has no public call for that; `_execute(fn, *args)` is how its own methods
-            # queue work on its thread (pinned below 0.23 in pyproject.toml; every writer
-            # test on SQLite runs through it).
-            await driver._execute(batch.commit, driver._conn)
+        check_finished(result.rowcount, len(ends), ends[0]["b_id"])
 
 
 def _finished_row(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
@@ -308,169 +289,3 @@ def _finished_row(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def _check_finished(updated: int, ends: int, first_run_id: str) -> None:
-    """NotFound unless each of the batch's `ends` runs had a row to update."""
-    if updated != ends:
-        # Rolled back with the whole batch; written one by one, only the stray one fails.
-        missing = first_run_id if ends == 1 else "of a batch"
-        raise NotFound(f"run {missing} not found")
-
-
-@dataclass(frozen=True, slots=True)
-class _SqliteBatch:
-    """A batch's statements with their rows, run as one transaction on aiosqlite's thread."""
-
-    runs: tuple[str, list[tuple[Any, ...]]] | None
-    ends: tuple[str, list[tuple[Any, ...]]] | None
-    nodes: tuple[str, list[tuple[Any, ...]]] | None
-    turns: tuple[str, list[tuple[Any, ...]]] | None
-    first_end: str  # the run named when the batch's only end has no row
-
-    def commit(self, conn: sqlite3.Connection) -> None:
-        try:
-            if self.runs:
-                conn.executemany(*self.runs)
-            if self.ends:
-                updated = conn.executemany(*self.ends).rowcount
-                _check_finished(updated, len(self.ends[1]), self.first_end)
-            if self.nodes:
-                conn.executemany(*self.nodes)
-            if self.turns:
-                conn.executemany(*self.turns)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-
-
-class _TakeTurns:
-    """The run writers of every process on one SQLite file take turns through a lock file.
-
-    Colliding on SQLite's own write lock, the loser's busy handler sleeps a millisecond or
-    more and holds its connection meanwhile: with `serve --workers 2` that stalled both
-    processes (measured: more runs per second with one process than with two). A lock the
-    kernel hands to the next waiter at once avoids the collisions."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._fd = None if path is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    @classmethod
-    def for_database(cls, db: Database) -> _TakeTurns:
-        name = db.engine.url.database
-        if not name or name == ":memory:":
-            return cls(None)  # no other process can open it
-        return cls(Path(name).with_name(Path(name).name + ".writer-lock"))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        fd = self._fd
-        if fd is None:
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # Waited for in a thread; if this task is cancelled meanwhile, the lock is let
-            # go as soon as the thread gets it.
-            waiting = asyncio.get_running_loop().run_in_executor(
-                None, fcntl.flock, fd, fcntl.LOCK_EX
-            )
-            try:
-                await asyncio.shield(waiting)
-            except asyncio.CancelledError:
-                waiting.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
-                raise
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-@dataclass(frozen=True, slots=True)
-class _Statement:
-    """One SQL text with `?` placeholders, the row keys in their order, and SQLAlchemy's bind
-    processor for each (JSON text, UTC datetimes), so the rows equal what Core would write."""
-
-    text: str
-    keys: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-    def bind(self, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
-        pairs = tuple(zip(self.keys, self.processors, strict=True))
-        return self.text, [
-            tuple(row[key] if process is None else process(row[key]) for key, process in pairs)
-            for row in rows
-        ]
-
-
-class _SqliteStatements:
-    def __init__(self, dialect: Dialect) -> None:
-        quote = dialect.identifier_preparer.quote
-        run_columns = (
-            "id",
-            "account_id",
-            "key_id",
-            "workflow_id",
-            "version",
-            "session_id",
-            "status",
-            "inputs",
-            "output",
-            "error",
-            "error_node",
-            "started_at",
-            "finished_at",
-            "total_time",
-        )
-        self.insert_run = self._insert(dialect, _RUNS, run_columns)
-        self.insert_node = self._insert(
-            dialect,
-            _NODE_RUNS,
-            (
-                "run_id",
-                "node_id",
-                "node_type",
-                "name",
-                "status",
-                "started_at",
-                "time_spend",
-                "inputs",
-                "output",
-                "error",
-            ),
-        )
-        self.insert_turn = self._insert(
-            dialect,
-            _TURNS,
-            ("account_id", "session_id", "run_id", "user", "assistant", "created_at"),
-        )
-        finish_columns = ("status", "output", "error", "error_node", "total_time", "finished_at")
-        assignments = ", ".join(f"{quote(name)} = ?" for name in finish_columns)
-        self.finish_run = _Statement(
-            text=f"UPDATE {quote(_RUNS.name)} SET {assignments} WHERE {quote('id')} = ?",
-            keys=(*(f"b_{name}" for name in finish_columns), "b_id"),
-            processors=tuple(_processor(dialect, _RUNS, name) for name in (*finish_columns, "id")),
-        )
-
-    @staticmethod
-    def _insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Statement:
-        quote = dialect.identifier_preparer.quote
-        names = ", ".join(quote(name) for name in columns)
-        marks = ", ".join("?" for _ in columns)
-        return _Statement(
-            text=f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})",
-            keys=columns,
-            processors=tuple(_processor(dialect, table, name) for name in columns),
-        )
-
-
-def _processor(dialect: Dialect, table: Table, column: str) -> Callable[[Any], Any] | None:
-    type_ = table.c[column].type
-    return type_.dialect_impl(dialect).bind_processor(dialect)
