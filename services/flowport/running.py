@@ -333,7 +333,9 @@ class RunService:
             # client is still there to be told.
             active.task.uncancel()
             if recorded:
-                # The run had ended as the call came: its outcome, on record, is the answer.
+                # The run had ended as the call came: its outcome is the answer, once on
+                # record (the call cut short this task's wait for that write, not the write).
+                await self._writer.flushed()
                 yield checked
                 return
             recorded = True

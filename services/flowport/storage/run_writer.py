@@ -158,12 +158,17 @@ class RunWriter:
             }
         await self._submit(_Write(self._future(), end=end, nodes=nodes, turn=turn_row))
 
+    async def flushed(self) -> None:
+        """Returns once every write submitted so far is committed (or has failed); delayed
+        starts are committed now."""
+        self._flush_soon()
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
+
     async def close(self) -> None:
         """Waits for the writes submitted until nothing is left to write (a run ending
         while this waits is written too), then closes SQLite's connection and lock file."""
-        self._flush_soon()  # delayed starts too
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.wait({self._flusher})
+        await self.flushed()
         if self._sqlite is not None:
             await self._sqlite.close()
             self._sqlite = None
