@@ -115,6 +115,8 @@ class PreparedRun:
     uses_memory: bool = False
     # The commit of the run's row, when it went through the batching writer.
     row_written: asyncio.Future[None] | None = None
+    # The client waits for the outcome (no stream): nothing needs the events as they happen.
+    blocking: bool = False
 
 
 class RunService:
@@ -274,6 +276,7 @@ class RunService:
             owner_id=workflow.account_id,
             uses_memory=workflow.uses_memory,
             row_written=row_written,
+            blocking=blocking,
         )
 
     async def batches(self, run: PreparedRun) -> AsyncGenerator[list[RunEvent], None]:
@@ -300,6 +303,9 @@ class RunService:
                     history=run.history,
                     load_workflow=self._loader(run.owner_id),
                     fetch_policy=self._fetch,
+                    # An active content policy watches each token as it comes, so that a
+                    # blocked word stops the run before later nodes pass it on.
+                    live=not run.blocking or self._policy.active,
                 )
             ) as stream:
                 async for batch in stream:

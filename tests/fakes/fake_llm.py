@@ -54,6 +54,7 @@ class FakeLlm(ThreadedServer):
         super().__init__()
         self._lock = threading.Lock()
         self._disconnected = threading.Condition(self._lock)
+        self._written = threading.Condition(self._lock)
         self._reply = _Reply(tokens=None)
         self._requests: list[dict[str, Any]] = []
         self._token_times: list[float] = []
@@ -137,6 +138,11 @@ class FakeLlm(ThreadedServer):
         with self._lock:
             return self._disconnects
 
+    def wait_for_tokens(self, count: int, timeout: float = 5.0) -> bool:
+        """Blocks until `count` tokens were written (async tests: asyncio.to_thread)."""
+        with self._written:
+            return self._written.wait_for(lambda: len(self._token_times) >= count, timeout)
+
     def wait_for_disconnect(self, timeout: float = 5.0) -> bool:
         """Blocks until a client has gone away mid-stream (async tests: asyncio.to_thread)."""
         with self._disconnected:
@@ -212,8 +218,9 @@ class FakeLlm(ThreadedServer):
                     await reply.gate.wait()
                 # Recorded before the write, so a client never holds a token the fake
                 # has not counted yet.
-                with self._lock:
+                with self._written:
                     self._token_times.append(time.time())
+                    self._written.notify_all()
                 await response.write(_sse(_chunk(model, {"role": "assistant", **delta})))
             if reply.error_after is not None:
                 data = reply.error_data or json.dumps(_STREAM_ERROR)
