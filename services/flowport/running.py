@@ -12,8 +12,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from flowport import url_inputs
 from flowport.auth import Principal
 from flowport.engine import (
@@ -47,12 +45,10 @@ from flowport.policy import ContentPolicy
 from flowport.settings import Settings
 from flowport.storage import (
     Database,
+    NewRun,
     NodeRunRecord,
     RunWriter,
-    create_run,
     get_published_workflow,
-    recent_turns,
-    spend_credit_left,
 )
 from flowport.url_inputs import FetchedFile
 
@@ -201,65 +197,46 @@ class RunService:
             await asyncio.shield(checking)
             spend = self._unlimited.get(account_id, 0.0) <= self._clock()
 
-        async def begin(session: AsyncSession) -> Sequence[ChatMessage]:
-            """Spends the credit, reads the memory and writes the run's row: one session."""
-            async with self._writer.turn():
-                return await begin_in_turn(session)
-
-        async def begin_in_turn(session: AsyncSession) -> Sequence[ChatMessage]:
-            if spend:
-                spent, left = await spend_credit_left(session, account_id=account_id)
-                if not spent:
-                    raise CreditsExhausted("this account's run credits are used up")
-                if left is None:
-                    self._remember_unlimited(account_id)
-            history: list[ChatMessage] = []
-            if memory_session:
-                turns = await recent_turns(
-                    session,
-                    account_id=principal.account_id,
-                    session_id=memory_session,
-                    ttl_s=self._settings.session_ttl_s,
-                )
-                for turn in turns:
-                    history.append(ChatMessage(role="user", content=turn.user))
-                    history.append(ChatMessage(role="assistant", content=turn.assistant))
-            # The row exists before the first node starts, so no run is ever unaccounted for.
-            await create_run(
-                session,
-                run_id=run_id,
-                account_id=principal.account_id,
-                key_id=principal.key_id,
-                workflow_id=workflow.workflow_id,
-                version=workflow.version,
-                inputs=inputs,
-                session_id=session_id,
-            )
-            return history
-
-        history: Sequence[ChatMessage] = ()
+        new_run = NewRun(
+            run_id=run_id,
+            account_id=account_id,
+            key_id=principal.key_id,
+            workflow_id=workflow.workflow_id,
+            version=workflow.version,
+            inputs=inputs,
+            session_id=session_id,
+        )
+        history: list[ChatMessage] = []
         row_written = None
-        if spend and account_id not in self._credit_checks:
-            check = asyncio.get_running_loop().create_future()
-            self._credit_checks[account_id] = check
+        if spend or memory_session:
+            # The credit, the memory and the row before the first node starts, so no run is
+            # ever unaccounted for. The first spend of an account tells whether it is
+            # unlimited: its other runs wait for that answer instead of all asking at once.
+            first_spend = spend and account_id not in self._credit_checks
+            if first_spend:
+                check = asyncio.get_running_loop().create_future()
+                self._credit_checks[account_id] = check
             try:
-                history = await self._db.run(begin)
+                begun = await self._writer.begin(
+                    new_run,
+                    spend=spend,
+                    memory_ttl_s=self._settings.session_ttl_s if memory_session else None,
+                )
             finally:
-                del self._credit_checks[account_id]
-                check.set_result(None)
-        elif spend or memory_session:
-            history = await self._db.run(begin)
+                if first_spend:
+                    del self._credit_checks[account_id]
+                    check.set_result(None)
+            if not begun.spent:
+                raise CreditsExhausted("this account's run credits are used up")
+            if spend and begun.credits_left is None:
+                self._remember_unlimited(account_id)
+            for user, assistant in begun.turns:
+                history.append(ChatMessage(role="user", content=user))
+                history.append(ChatMessage(role="assistant", content=assistant))
         else:
             # Nothing to spend or read: the row alone, through the batching writer.
             row_written = self._writer.start(
-                run_id=run_id,
-                account_id=account_id,
-                key_id=principal.key_id,
-                workflow_id=workflow.workflow_id,
-                version=workflow.version,
-                inputs=inputs,
-                session_id=session_id,
-                delay_s=BLOCKING_ROW_DELAY_S if blocking else 0.0,
+                new_run, delay_s=BLOCKING_ROW_DELAY_S if blocking else 0.0
             )
             if not blocking:
                 # A stream names the run at once: the row exists before the client can ask.

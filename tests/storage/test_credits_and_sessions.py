@@ -7,14 +7,18 @@ from datetime import timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport.errors import NotFound
+from flowport.ids import new_id
 from flowport.storage import (
     Account,
     Database,
+    NewRun,
     RunWriter,
     SessionTurn,
     create_run,
     create_workflow,
     get_account,
+    get_run,
     recent_turns,
     set_credits,
     spend_credit,
@@ -54,13 +58,15 @@ async def _turn(db: Database, account: Account, run_id: str, user: str, assistan
         )
         await create_run(
             session,
-            run_id=run_id,
-            account_id=account.id,
-            key_id=None,
-            workflow_id=workflow.id,
-            version=1,
-            inputs={},
-            session_id="s1",
+            NewRun(
+                run_id=run_id,
+                account_id=account.id,
+                key_id=None,
+                workflow_id=workflow.id,
+                version=1,
+                inputs={},
+                session_id="s1",
+            ),
         )
     await RunWriter(db).finish(
         run_id=run_id,
@@ -104,3 +110,104 @@ async def test_spending_tells_the_balance_left(db: Database, account: Account):
         await set_credits(session, name=account.name, credits=1)
         assert await spend_credit_left(session, account_id=account.id) == (True, 0)
         assert await spend_credit_left(session, account_id=account.id) == (False, 0)
+
+
+async def _workflow_id(db: Database, account: Account) -> str:
+    async with db.session() as session:
+        workflow = await create_workflow(
+            session, account_id=account.id, name="chat", visibility="private", definition={}
+        )
+    return workflow.id
+
+
+def _new_run(account: Account, workflow_id: str) -> NewRun:
+    return NewRun(
+        run_id=new_id("run", 20),
+        account_id=account.id,
+        key_id=None,
+        workflow_id=workflow_id,
+        version=1,
+        inputs={"q": "?"},
+        session_id="s1",
+    )
+
+
+async def _status(db: Database, account: Account, run_id: str) -> str | None:
+    async with db.session() as session:
+        try:
+            run, _ = await get_run(session, account_id=account.id, run_id=run_id)
+        except NotFound:
+            return None
+    return run.status
+
+
+async def test_beginning_a_run_spends_a_credit_and_writes_its_row(db: Database, account: Account):
+    async with db.session() as session:
+        await set_credits(session, name=account.name, credits=2)
+    writer = RunWriter(db)
+    run = _new_run(account, await _workflow_id(db, account))
+
+    begun = await writer.begin(run, spend=True, memory_ttl_s=None)
+
+    assert (begun.spent, begun.credits_left, begun.turns) == (True, 1, [])
+    assert await _status(db, account, run.run_id) == "running"
+    await writer.close()
+
+
+async def test_an_account_without_credit_left_gets_no_run(db: Database, account: Account):
+    async with db.session() as session:
+        await set_credits(session, name=account.name, credits=0)
+    writer = RunWriter(db)
+    run = _new_run(account, await _workflow_id(db, account))
+
+    begun = await writer.begin(run, spend=True, memory_ttl_s=None)
+
+    assert not begun.spent
+    assert await _status(db, account, run.run_id) is None
+    async with db.session() as session:
+        assert (await get_account(session, account_id=account.id)).credits == 0
+    await writer.close()
+
+
+async def test_an_unlimited_account_spends_nothing_and_says_so(db: Database, account: Account):
+    writer = RunWriter(db)
+    begun = await writer.begin(
+        _new_run(account, await _workflow_id(db, account)), spend=True, memory_ttl_s=None
+    )
+    assert (begun.spent, begun.credits_left) == (True, None)
+    await writer.close()
+
+
+async def test_runs_beginning_at_once_never_both_spend_the_last_credit(
+    db: Database, account: Account
+):
+    async with db.session() as session:
+        await set_credits(session, name=account.name, credits=3)
+    writer = RunWriter(db)
+    workflow_id = await _workflow_id(db, account)
+    runs = [_new_run(account, workflow_id) for _ in range(10)]
+
+    begun = await asyncio.gather(*(writer.begin(r, spend=True, memory_ttl_s=None) for r in runs))
+
+    assert sorted(b.spent for b in begun) == [False] * 7 + [True] * 3
+    written = [await _status(db, account, r.run_id) for r in runs]
+    assert [status is not None for status in written] == [b.spent for b in begun]
+    await writer.close()
+
+
+async def test_beginning_a_run_reads_its_sessions_turns_until_they_expire(
+    db: Database, account: Account
+):
+    for number in range(2):
+        await _turn(db, account, f"run_{number}", f"q{number}", f"a{number}")
+    writer = RunWriter(db)
+    workflow_id = await _workflow_id(db, account)
+
+    fresh = await writer.begin(_new_run(account, workflow_id), spend=False, memory_ttl_s=60)
+    # A session quiet for longer than the time to live is forgotten.
+    await asyncio.sleep(0.01)
+    quiet = await writer.begin(_new_run(account, workflow_id), spend=False, memory_ttl_s=0.005)
+
+    assert fresh.turns == [("q0", "a0"), ("q1", "a1")]
+    assert quiet.turns == []
+    await writer.close()

@@ -12,6 +12,7 @@ from flowport.ids import new_id
 from flowport.storage import (
     Account,
     Database,
+    NewRun,
     NodeRunRecord,
     RunWriter,
     Workflow,
@@ -35,13 +36,15 @@ async def workflow(session: AsyncSession, account: Account) -> Workflow:
 async def start(session: AsyncSession, account: Account, workflow: Workflow) -> str:
     run = await create_run(
         session,
-        run_id=new_id("run", 20),
-        account_id=account.id,
-        key_id=None,
-        workflow_id=workflow.id,
-        version=1,
-        inputs={"height": 1.8, "weight": 70},
-        session_id="s1",
+        NewRun(
+            run_id=new_id("run", 20),
+            account_id=account.id,
+            key_id=None,
+            workflow_id=workflow.id,
+            version=1,
+            inputs={"height": 1.8, "weight": 70},
+            session_id="s1",
+        ),
     )
     assert run.status == "running"
     return run.id

@@ -27,6 +27,7 @@ from flowport.storage.models import (
 )
 from flowport.storage.run_writer import RunWriter
 from flowport.storage.runs import (
+    NewRun,
     NodeRunRecord,
     create_run,
     fail_running_runs,
@@ -46,6 +47,7 @@ __all__ = [
     "Account",
     "ApiKey",
     "Database",
+    "NewRun",
     "NodeRun",
     "NodeRunRecord",
     "Run",

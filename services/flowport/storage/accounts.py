@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case, or_, update
+from sqlalchemy import Update, bindparam, case, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,41 +50,36 @@ async def set_credits(session: AsyncSession, *, name: str, credits: int | None) 
     return account
 
 
-async def spend_credit(session: AsyncSession, *, account_id: str) -> bool:
-    """Spends one run credit; False when none is left. Unlimited accounts always succeed.
-
-    One conditional UPDATE: the database serialises it, so two concurrent runs can never
-    both spend the last credit."""
-    result = await session.exec(
+def spend_credit_statement() -> Update:
+    """The one conditional UPDATE that spends a credit of the account bound as `account_id`,
+    returning the credits left (None: unlimited); no row when none was left. The database
+    serialises it, so two concurrent runs can never both spend the last credit."""
+    return (
         update(Account)
         .where(
-            col(Account.id) == account_id,
-            or_(col(Account.credits).is_(None), col(Account.credits) > 0),
-        )
-        .values(
-            credits=case((col(Account.credits).is_(None), None), else_=col(Account.credits) - 1)
-        )
-        # Loaded Account objects are not updated: callers read the balance afresh.
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-    return result.rowcount == 1
-
-
-async def spend_credit_left(session: AsyncSession, *, account_id: str) -> tuple[bool, int | None]:
-    """Like spend_credit, and also the balance after it: (spent, credits left; None when
-    unlimited). The same one conditional UPDATE, so the last credit is still spent once."""
-    result = await session.exec(
-        update(Account)
-        .where(
-            col(Account.id) == account_id,
+            col(Account.id) == bindparam("account_id"),
             or_(col(Account.credits).is_(None), col(Account.credits) > 0),
         )
         .values(
             credits=case((col(Account.credits).is_(None), None), else_=col(Account.credits) - 1)
         )
         .returning(col(Account.credits))
-        .execution_options(synchronize_session=False)
+    )
+
+
+async def spend_credit(session: AsyncSession, *, account_id: str) -> bool:
+    """Spends one run credit; False when none is left. Unlimited accounts always succeed."""
+    spent, _ = await spend_credit_left(session, account_id=account_id)
+    return spent
+
+
+async def spend_credit_left(session: AsyncSession, *, account_id: str) -> tuple[bool, int | None]:
+    """Like spend_credit, and also the balance after it: (spent, credits left; None when
+    unlimited)."""
+    result = await session.exec(
+        # Loaded Account objects are not updated: callers read the balance afresh.
+        spend_credit_statement().execution_options(synchronize_session=False),
+        params={"account_id": account_id},
     )
     row = result.first()
     await session.commit()

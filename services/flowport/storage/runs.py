@@ -30,30 +30,43 @@ class NodeRunRecord:
     error: str | None
 
 
-async def create_run(
-    session: AsyncSession,
-    *,
-    run_id: str,
-    account_id: str,
-    key_id: str | None,
-    workflow_id: str,
-    version: int,
-    inputs: dict[str, Any],
-    session_id: str | None,
-) -> Run:
-    run = Run(
-        id=run_id,
-        account_id=account_id,
-        key_id=key_id,
-        workflow_id=workflow_id,
-        version=version,
-        inputs=inputs,
-        session_id=session_id,
-        status="running",
-    )
-    session.add(run)
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run about to start: what its row says before it ends."""
+
+    run_id: str
+    account_id: str
+    key_id: str | None
+    workflow_id: str
+    version: int
+    inputs: dict[str, Any]
+    session_id: str | None
+
+    def row(self) -> dict[str, Any]:
+        """Every column of its row in the runs table, status "running"."""
+        return {
+            "id": self.run_id,
+            "account_id": self.account_id,
+            "key_id": self.key_id,
+            "workflow_id": self.workflow_id,
+            "version": self.version,
+            "session_id": self.session_id,
+            "status": "running",
+            "inputs": self.inputs,
+            "output": None,
+            "error": None,
+            "error_node": None,
+            "started_at": utc_now(),
+            "finished_at": None,
+            "total_time": None,
+        }
+
+
+async def create_run(session: AsyncSession, run: NewRun) -> Run:
+    row = Run(**run.row())
+    session.add(row)
     await session.commit()
-    return run
+    return row
 
 
 async def get_run(

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from flowport.storage.models import SessionTurn, utc_now
 
 # API.md: a node sees at most 50 turns, so no more are ever read.
 MAX_TURNS = 50
+
+
+class _Dated(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+
+
+Turn = TypeVar("Turn", bound=_Dated)
 
 
 async def recent_turns(
@@ -24,7 +36,25 @@ async def recent_turns(
         .order_by(col(SessionTurn.id).desc())
         .limit(MAX_TURNS)
     )
-    turns = list(result.all())
-    if not turns or turns[0].created_at < utc_now() - timedelta(seconds=ttl_s):
+    return live_turns(list(result.all()), ttl_s)
+
+
+def recent_turns_statement() -> Select[str, str, datetime]:
+    """recent_turns' query for code that runs it itself (the SQLite run writer): the user
+    and assistant text and time of the session bound as `account_id`, `session_id`."""
+    return (
+        select(col(SessionTurn.user), col(SessionTurn.assistant), col(SessionTurn.created_at))
+        .where(
+            col(SessionTurn.account_id) == bindparam("account_id"),
+            col(SessionTurn.session_id) == bindparam("session_id"),
+        )
+        .order_by(col(SessionTurn.id).desc())
+        .limit(MAX_TURNS)
+    )
+
+
+def live_turns(newest_first: Sequence[Turn], ttl_s: float) -> list[Turn]:
+    """The turns oldest first, or none if the newest is older than `ttl_s`."""
+    if not newest_first or newest_first[0].created_at < utc_now() - timedelta(seconds=ttl_s):
         return []
-    return turns[::-1]
+    return list(newest_first[::-1])

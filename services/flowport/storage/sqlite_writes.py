@@ -1,5 +1,6 @@
-"""The run writer's SQLite path: a batch of run rows as one transaction on a connection and
-thread of the writer's own, with the writers of other processes taking turns."""
+"""The run writer's SQLite path: a batch of run rows, or a run's start with its credit and
+memory, as one transaction on a connection and thread of the writer's own, with the writers
+of other processes taking turns."""
 
 from __future__ import annotations
 
@@ -8,17 +9,23 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Dialect, Table
+from sqlalchemy import ClauseElement, Dialect, Table
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from flowport.errors import NotFound
+from flowport.storage.accounts import spend_credit_statement
 from flowport.storage.database import Database, open_sqlite_file
 from flowport.storage.models import NodeRun, Run, SessionTurn
+from flowport.storage.sessions import live_turns, recent_turns_statement
+
+T = TypeVar("T")
 
 _RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
@@ -33,14 +40,25 @@ def check_finished(updated: int, ends: int, first_run_id: str) -> None:
         raise NotFound(f"run {missing} not found")
 
 
+class Begun(NamedTuple):
+    """What `begin` found: whether a credit was spent (False: none was left, and nothing was
+    written), the credits left (None: unlimited, or no spend asked), and the session's
+    turns as (user, assistant), oldest first."""
+
+    spent: bool
+    credits_left: int | None
+    turns: list[tuple[str, str]]
+
+
 class SqliteWrites:
-    """Writes batches of run rows to one SQLite file.
+    """Writes run rows to one SQLite file.
 
     The connection is the writer's own, not one from the engine's pool: checking the pool's
     one connection out and back in cost ~0.25 ms of a blocking run's p50 at c=1 (SQLAlchemy's
-    async checkout and return), and a batch would wait behind the service's reads. It lives
-    on a thread of its own, as aiosqlite's does, so a batch is one trip there: its
-    statements and the commit together."""
+    async checkout and return), and a write would wait behind the service's reads. It lives
+    on a thread of its own, as aiosqlite's does, so each call is one trip there: its
+    statements and the commit together. The thread also takes the turns with other
+    processes' writers, so the event loop never waits for that lock."""
 
     def __init__(self, db: Database) -> None:
         path = db.engine.url.database
@@ -49,18 +67,8 @@ class SqliteWrites:
         self._path = path
         self._statements = _Statements(db.engine.dialect)
         self._turns = _TakeTurns(Path(path).with_name(Path(path).name + ".writer-lock"))
-        # This process's writes take turns here, and with other processes' on the lock file.
-        self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-writer")
         self._connection: sqlite3.Connection | None = None
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Held while writing to the file: a write through another connection (the engine's)
-        held in a turn never collides with the writer's, whose loser would sleep in SQLite's
-        busy handler for a millisecond or more, holding its connection meanwhile."""
-        async with self._lock, self._turns.held():
-            yield
 
     async def write(
         self,
@@ -79,24 +87,66 @@ class SqliteWrites:
             turns=sql.insert_turn.bind(turns) if turns else None,
             first_end=ends[0]["b_id"] if ends else "",
         )
-        async with self.turn():
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._commit, batch)
+        await self._in_thread(batch.commit)
+
+    async def begin(self, run: dict[str, Any], *, spend: bool, memory_ttl_s: float | None) -> Begun:
+        """One transaction: spends a credit of the run's account (`spend`), reads its
+        session's turns (`memory_ttl_s`: none if the newest is older), and inserts its row;
+        an account without a credit left gets no row."""
+        sql = self._statements
+        account = {"account_id": run["account_id"]}
+        session = {"account_id": run["account_id"], "session_id": run["session_id"]}
+        insert = sql.insert_run.bind([run])
+
+        def begin(conn: sqlite3.Connection) -> tuple[bool, int | None, list[tuple[Any, ...]]]:
+            try:
+                left = None
+                if spend:
+                    spent = conn.execute(*sql.spend_credit.bind(account)).fetchall()
+                    if not spent:
+                        conn.rollback()
+                        return False, None, []
+                    left = spent[0][0]
+                rows = []
+                if memory_ttl_s is not None:
+                    rows = conn.execute(*sql.recent_turns.bind(session)).fetchall()
+                conn.executemany(*insert)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return True, left, rows
+
+        spent, left, rows = await self._in_thread(begin)
+        read = [_TurnRow(user, assistant, sql.read_time(at)) for user, assistant, at in rows]
+        turns = live_turns(read, memory_ttl_s) if memory_ttl_s is not None else []
+        return Begun(spent, left, [(turn.user, turn.assistant) for turn in turns])
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
         self._thread.shutdown(wait=False)
         self._turns.close()
 
-    def _commit(self, batch: _Batch) -> None:
+    async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_turn, work)
+
+    def _in_turn(self, work: Callable[[sqlite3.Connection], T]) -> T:
         # Opened on first use, on the thread that then always uses it.
         if self._connection is None:
             self._connection = open_sqlite_file(self._path)
-        batch.commit(self._connection)
+        with self._turns.held():
+            return work(self._connection)
 
     def _disconnect(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class _TurnRow(NamedTuple):
+    user: str
+    assistant: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +182,8 @@ class _TakeTurns:
     Colliding on SQLite's own write lock, the loser's busy handler sleeps a millisecond or
     more and holds its connection meanwhile: with `serve --workers 2` that stalled both
     processes (measured: more runs per second with one process than with two). A lock the
-    kernel hands to the next waiter at once avoids the collisions."""
+    kernel hands to the next waiter at once avoids the collisions. Taken on the writer's
+    thread, which waits for it in the kernel."""
 
     def __init__(self, path: Path) -> None:
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -142,24 +193,12 @@ class _TakeTurns:
             os.close(self._fd)
             self._fd = None
 
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
         fd = self._fd
         if fd is None:
             raise RuntimeError("the run writer is closed")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # Waited for in a thread; if this task is cancelled meanwhile, the lock is let
-            # go as soon as the thread gets it.
-            waiting = asyncio.get_running_loop().run_in_executor(
-                None, fcntl.flock, fd, fcntl.LOCK_EX
-            )
-            try:
-                await asyncio.shield(waiting)
-            except asyncio.CancelledError:
-                waiting.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
-                raise
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -183,8 +222,39 @@ class _Statement:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """A Core statement compiled once for SQLite: `?` placeholders in the order of its bound
+    names. Bound values are strings and numbers, which need no processing."""
+
+    text: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]  # values the statement binds itself, such as its LIMIT
+
+    @classmethod
+    def compiled(cls, statement: ClauseElement, dialect: Dialect) -> _Query:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)  # SQLite's paramstyle is positional (qmark)
+        return cls(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+
+    def bind(self, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        return self.text, tuple(values.get(name, self.defaults.get(name)) for name in self.names)
+
+
 class _Statements:
     def __init__(self, dialect: Dialect) -> None:
+        self.spend_credit = _Query.compiled(spend_credit_statement(), dialect)
+        self.recent_turns = _Query.compiled(recent_turns_statement(), dialect)
+        created_at = _TURNS.c.created_at.type.dialect_impl(dialect)
+        read = created_at.result_processor(dialect, None)
+        assert read is not None  # SQLite keeps times as text
+
+        def read_time(value: str) -> datetime:
+            time = read(value)
+            assert isinstance(time, datetime)  # the column is NOT NULL
+            return time
+
+        self.read_time = read_time
         quote = dialect.identifier_preparer.quote
         run_columns = (
             "id",
