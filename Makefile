@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint generate check-generated bench bench-versus clean
+.PHONY: run test lint generate check-generated bench bench-versus bench-run-path clean
 
 $(BIN)/flowport: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: $(BIN)/flowport bench-tools
 # The blocking figures of this checkout against commit BASE, both running at once (README, Performance).
 bench-versus: $(BIN)/flowport bench-tools
 	$(BIN)/python -m tests.bench.versus $(or $(BASE),$(error set BASE=<commit>))
+
+# The run path alone (no gRPC, no Envoy), in one process, against BASE: CPU per run.
+bench-run-path: $(BIN)/flowport
+	$(BIN)/python -m tests.bench.run_path $(or $(BASE),$(error set BASE=<commit>))
 
 # wrk, the bench's HTTP load generator, from Debian's packages (make runs as root here).
 .PHONY: bench-tools
