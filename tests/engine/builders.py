@@ -32,7 +32,7 @@ def compiled(data: dict[str, Any]) -> CompiledWorkflow:
     return compile_workflow(parse_definition(data))
 
 
-def events(
+def batches(
     workflow: CompiledWorkflow,
     inputs: dict[str, Any],
     *,
@@ -40,21 +40,28 @@ def events(
     history: Sequence[ChatMessage] = (),
     load_workflow: WorkflowLoader | None = None,
     fetch_policy: FetchPolicy = LOCAL_POLICY,
-) -> AsyncGenerator[RunEvent, None]:
-    """The events of one run, one by one, as they happen."""
-    return events_of(
-        execute(
-            workflow,
-            run_id="run_1",
-            inputs=validate_inputs(workflow.in_node.inputs, inputs),
-            session_id="s1",
-            llm=llm,
-            default_model="default-model",
-            history=history,
-            load_workflow=load_workflow,
-            fetch_policy=fetch_policy,
-        )
+    live: bool = True,
+) -> AsyncGenerator[list[RunEvent], None]:
+    """The events of one run in the batches `execute` gives them."""
+    return execute(
+        workflow,
+        run_id="run_1",
+        inputs=validate_inputs(workflow.in_node.inputs, inputs),
+        session_id="s1",
+        llm=llm,
+        default_model="default-model",
+        history=history,
+        load_workflow=load_workflow,
+        fetch_policy=fetch_policy,
+        live=live,
     )
+
+
+def events(
+    workflow: CompiledWorkflow, inputs: dict[str, Any], **options: Any
+) -> AsyncGenerator[RunEvent, None]:
+    """The events of one run, one by one, as they happen (options: those of `batches`)."""
+    return events_of(batches(workflow, inputs, **options))
 
 
 async def collect(stream: AsyncGenerator[RunEvent, None]) -> list[RunEvent]:

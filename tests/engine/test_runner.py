@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from flowport.engine import execute, validate_inputs
 from flowport.engine import llm as llm_module
 from flowport.engine.definition import CompiledWorkflow
 from flowport.engine.events import (
@@ -23,10 +22,11 @@ from flowport.engine.events import (
 )
 from flowport.engine.llm import ChatMessage, Delta, LlmClient, OpenAiChat
 from flowport.errors import FlowportError, Unavailable, UpstreamFailed
-from tests.engine.builders import BMI, chain, collect, compiled, events
+from tests.engine.builders import BMI, batches, chain, collect, compiled, events
 from tests.fakes.fake_llm import FakeLlm
 
 LLM = {"id": "ask", "type": "llm", "name": "LLM1", "prompt": "{{ text }}"}
+BMI_INPUT = {"height": 1.8, "weight": 75}
 OUT = {"id": "end", "type": "out", "output": "{{ ask.output }}"}
 
 
@@ -386,26 +386,14 @@ async def test_client_leaving_cancels_the_llm_call(
     assert len(fake_llm.token_times) == 1
 
 
-def _not_live(workflow: CompiledWorkflow, inputs: dict[str, Any], llm: LlmClient | None = None):
-    return execute(
-        workflow,
-        run_id="run_1",
-        inputs=validate_inputs(workflow.in_node.inputs, inputs),
-        session_id="s1",
-        llm=llm,
-        default_model="default-model",
-        live=False,
-    )
-
-
 async def test_a_run_not_live_gives_every_event_at_once_when_it_is_over() -> None:
     async with asyncio.timeout(10):
-        batches = [batch async for batch in _not_live(compiled(BMI), {"height": 1.8, "weight": 75})]
-    assert len(batches) == 1
-    live = await collect(run(compiled(BMI), {"height": 1.8, "weight": 75}))
-    assert shape(batches[0]) == shape(live)
-    assert isinstance(batches[0][-1], RunSucceeded)
-    assert batches[0][-1].output == "您的BMI值是23.15"
+        given = [batch async for batch in batches(compiled(BMI), BMI_INPUT, live=False)]
+    assert len(given) == 1
+    live = await collect(run(compiled(BMI), BMI_INPUT))
+    assert shape(given[0]) == shape(live)
+    assert isinstance(given[0][-1], RunSucceeded)
+    assert given[0][-1].output == "您的BMI值是23.15"
 
 
 async def test_cancelling_the_consumer_of_a_run_not_live_cancels_the_llm_call(
@@ -414,7 +402,8 @@ async def test_cancelling_the_consumer_of_a_run_not_live_cancels_the_llm_call(
     fake_llm.set_reply(["one", "two", "three"], pause_after=1)
 
     async def consume() -> list[list[RunEvent]]:
-        return [batch async for batch in _not_live(compiled(chain(LLM, OUT)), {"text": "?"}, llm)]
+        stream = batches(compiled(chain(LLM, OUT)), {"text": "?"}, llm=llm, live=False)
+        return [batch async for batch in stream]
 
     consumer = asyncio.create_task(consume())
     # No event reaches the consumer before the end: the fake tells when the node is writing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import NotFound
@@ -141,31 +142,23 @@ async def _status(db: Database, account: Account, run_id: str) -> str | None:
     return run.status
 
 
-async def test_beginning_a_run_spends_a_credit_and_writes_its_row(db: Database, account: Account):
+@pytest.mark.parametrize(
+    ("credits", "spent", "left", "status"), [(2, True, 1, "running"), (0, False, None, None)]
+)
+async def test_beginning_a_run_spends_a_credit_and_writes_its_row_only_if_one_is_left(
+    db: Database, account: Account, credits: int, spent: bool, left: int | None, status: str | None
+):
     async with db.session() as session:
-        await set_credits(session, name=account.name, credits=2)
+        await set_credits(session, name=account.name, credits=credits)
     writer = RunWriter(db)
     run = _new_run(account, await _workflow_id(db, account))
 
     begun = await writer.begin(run, spend=True, memory_ttl_s=None)
 
-    assert (begun.spent, begun.credits_left, begun.turns) == (True, 1, [])
-    assert await _status(db, account, run.run_id) == "running"
-    await writer.close()
-
-
-async def test_an_account_without_credit_left_gets_no_run(db: Database, account: Account):
+    assert (begun.spent, begun.credits_left, begun.turns) == (spent, left, [])
+    assert await _status(db, account, run.run_id) == status
     async with db.session() as session:
-        await set_credits(session, name=account.name, credits=0)
-    writer = RunWriter(db)
-    run = _new_run(account, await _workflow_id(db, account))
-
-    begun = await writer.begin(run, spend=True, memory_ttl_s=None)
-
-    assert not begun.spent
-    assert await _status(db, account, run.run_id) is None
-    async with db.session() as session:
-        assert (await get_account(session, account_id=account.id)).credits == 0
+        assert (await get_account(session, account_id=account.id)).credits == max(credits - 1, 0)
     await writer.close()
 
 
