@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
-import limits
-import limits.aio.strategies
 from aiolimiter import AsyncLimiter
-from limits.storage import storage_from_string
 
 from flowport.errors import ResourceExhausted
 from flowport.settings import Settings
+
+if TYPE_CHECKING:
+    import limits
+    import limits.aio.strategies
 
 # Beyond this many keys the in-process buckets of idle keys are dropped (a bucket that has
 # drained is the same as a new one), so unknown keys cannot grow them without bound.
@@ -33,10 +35,16 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self._rate = settings.rate_limit_per_key
         self._message = f"rate limited: at most {self._rate} requests per second for this key"
-        self._item = limits.RateLimitItemPerSecond(self._rate)
+        self._item: limits.RateLimitItem | None = None
         self._shared: limits.aio.strategies.SlidingWindowCounterRateLimiter | None = None
         self._buckets: dict[str, AsyncLimiter] = {}
         if settings.redis_url:
+            # Imported only when used: a process without Redis never holds it (~2 MiB).
+            import limits
+            import limits.aio.strategies
+            from limits.storage import storage_from_string
+
+            self._item = limits.RateLimitItemPerSecond(self._rate)
             storage = storage_from_string(f"async+{settings.redis_url}")
             self._shared = limits.aio.strategies.SlidingWindowCounterRateLimiter(storage)
 
@@ -48,6 +56,7 @@ class RateLimiter:
                 return
             # One call's worth drains in 1/rate seconds; Retry-After counts whole seconds.
             raise ResourceExhausted(self._message, retry_after_s=1)
+        assert self._item is not None  # set with _shared
         if await self._shared.hit(self._item, "key", key_id):
             return
         stats = await self._shared.get_window_stats(self._item, "key", key_id)
