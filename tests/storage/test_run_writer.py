@@ -27,7 +27,7 @@ from flowport.storage import (
     publish_workflow,
     recent_turns,
 )
-from flowport.storage.sqlite_writes import _TakeTurns
+from flowport.storage.sqlite_writes import _TakeTurns, _WriterThread
 
 
 @pytest.fixture
@@ -336,3 +336,28 @@ async def test_callers_are_not_left_waiting_when_the_writer_is_cancelled(
     _, pending = await asyncio.wait(writes, timeout=5)
     assert not pending  # every caller got an answer: written, or cancelled
     await writer.close()
+
+
+async def test_the_writer_thread_runs_calls_in_order_and_finishes_a_cancelled_one():
+    thread = _WriterThread()
+    done: list[str] = []
+    gate = threading.Event()
+
+    def first() -> str:
+        gate.wait(5)
+        done.append("first")
+        return "first"
+
+    def failing() -> None:
+        raise ValueError("no")
+
+    waiting = asyncio.create_task(thread.call(first))
+    second = asyncio.create_task(thread.call(lambda: done.append("second")))
+    await asyncio.sleep(0.05)
+    waiting.cancel()  # its caller goes away while it runs
+    gate.set()
+    await asyncio.wait_for(second, 5)
+    assert done == ["first", "second"]
+    with pytest.raises(ValueError, match="no"):
+        await thread.call(failing)
+    thread.stop()

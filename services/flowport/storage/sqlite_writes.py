@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +58,7 @@ class SqliteWrites:
     The connection is the writer's own, not one from the engine's pool: checking the pool's
     one connection out and back in cost ~0.25 ms of a blocking run's p50 at c=1 (SQLAlchemy's
     async checkout and return), and a write would wait behind the service's reads. It lives
-    on a thread of its own, as aiosqlite's does, so each call is one trip there: its
+    on a thread of its own (as aiosqlite's does), so each call is one trip there: its
     statements and the commit together. The thread also takes the turns with other
     processes' writers, so the event loop never waits for that lock."""
 
@@ -67,7 +69,7 @@ class SqliteWrites:
         self._path = path
         self._statements = _Statements(db.engine.dialect)
         self._turns = _TakeTurns(Path(path).with_name(Path(path).name + ".writer-lock"))
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-writer")
+        self._thread = _WriterThread()
         self._connection: sqlite3.Connection | None = None
 
     async def write(
@@ -123,12 +125,12 @@ class SqliteWrites:
         return Begun(spent, left, [(turn.user, turn.assistant) for turn in turns])
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
-        self._thread.shutdown(wait=False)
+        await self._thread.call(self._disconnect)
+        self._thread.stop()
         self._turns.close()
 
     async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_turn, work)
+        return await self._thread.call(functools.partial(self._in_turn, work))
 
     def _in_turn(self, work: Callable[[sqlite3.Connection], T]) -> T:
         # Opened on first use, on the thread that then always uses it.
@@ -141,6 +143,60 @@ class SqliteWrites:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class _WriterThread:
+    """One thread running the writer's calls in order, handing each result back to the
+    caller's event loop: a queue and `call_soon_threadsafe`, as aiosqlite's thread does.
+
+    Not a one-thread ThreadPoolExecutor: its worker keeps the GIL for its own bookkeeping
+    just as the event loop wakes up for the result. Measured in isolation, a round trip
+    took 145 us through the executor and 72 us through this; behind Envoy, the ceiling
+    with one such trip per call answered at c=1 in 1.17 instead of 1.43 ms (p50) and at
+    c=32 1,881 instead of 1,650 calls a second."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # A daemon: a writer never closed (a test's) must not keep the interpreter alive.
+        self._thread = threading.Thread(target=self._serve, name="run-writer", daemon=True)
+        self._thread.start()
+
+    async def call(self, work: Callable[[], T]) -> T:
+        """`work()` on the thread, after the calls before it. A cancelled caller stops
+        waiting; the work, once queued, is still done."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put(_Call(work, loop, future))
+        return await future
+
+    def stop(self) -> None:
+        """The thread ends after the calls already queued."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            try:
+                result, error = call.work(), None
+            except BaseException as failure:
+                result, error = None, failure
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                call.loop.call_soon_threadsafe(_settle, call.future, result, error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    work: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return  # its caller went away; the work was done all the same
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class _TurnRow(NamedTuple):
