@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import Select
+from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from flowport.storage.models import SessionTurn, utc_now
 
@@ -23,6 +23,7 @@ class _Dated(Protocol):
 
 
 Turn = TypeVar("Turn", bound=_Dated)
+Q = TypeVar("Q", Select[str, str, datetime], SelectOfScalar[SessionTurn])
 
 
 async def recent_turns(
@@ -31,10 +32,8 @@ async def recent_turns(
     """The session's last turns, oldest first; none if its newest turn is older than `ttl_s`
     (the memory expired) or the session belongs to another account."""
     result = await session.exec(
-        select(SessionTurn)
-        .where(SessionTurn.account_id == account_id, SessionTurn.session_id == session_id)
-        .order_by(col(SessionTurn.id).desc())
-        .limit(MAX_TURNS)
+        _newest_first(select(SessionTurn)),
+        params={"account_id": account_id, "session_id": session_id},
     )
     return live_turns(list(result.all()), ttl_s)
 
@@ -42,9 +41,16 @@ async def recent_turns(
 def recent_turns_statement() -> Select[str, str, datetime]:
     """recent_turns' query for code that runs it itself (the SQLite run writer): the user
     and assistant text and time of the session bound as `account_id`, `session_id`."""
-    return (
+    return _newest_first(
         select(col(SessionTurn.user), col(SessionTurn.assistant), col(SessionTurn.created_at))
-        .where(
+    )
+
+
+def _newest_first(query: Q) -> Q:
+    """`query` narrowed to the last turns of the session bound as `account_id`,
+    `session_id`, newest first."""
+    return (
+        query.where(
             col(SessionTurn.account_id) == bindparam("account_id"),
             col(SessionTurn.session_id) == bindparam("session_id"),
         )
