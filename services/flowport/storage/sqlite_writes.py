@@ -101,22 +101,17 @@ class SqliteWrites:
         insert = sql.insert_run.bind([run])
 
         def begin(conn: sqlite3.Connection) -> tuple[bool, int | None, list[tuple[Any, ...]]]:
-            try:
+            with _transaction(conn):
                 left = None
                 if spend:
                     spent = conn.execute(*sql.spend_credit.bind(account)).fetchall()
                     if not spent:
-                        conn.rollback()
-                        return False, None, []
+                        return False, None, []  # the UPDATE changed nothing
                     left = spent[0][0]
                 rows = []
                 if memory_ttl_s is not None:
                     rows = conn.execute(*sql.recent_turns.bind(session)).fetchall()
                 conn.executemany(*insert)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
             return True, left, rows
 
         spent, left, rows = await self._in_thread(begin)
@@ -216,7 +211,7 @@ class _Batch:
     first_end: str  # the run named when the batch's only end has no row
 
     def commit(self, conn: sqlite3.Connection) -> None:
-        try:
+        with _transaction(conn):
             if self.runs:
                 conn.executemany(*self.runs)
             if self.ends:
@@ -226,10 +221,18 @@ class _Batch:
                 conn.executemany(*self.nodes)
             if self.turns:
                 conn.executemany(*self.turns)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Commits what the block wrote when it ends (a return included), or rolls all of it
+    back if it raised."""
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
 
 
 class _TakeTurns:
