@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.versus import WORK_DIR, _remove_worktree, _worktree
+from tests.bench.versus import WORK_DIR, add_worktree, remove_worktree
 from tests.integration.stack import REPO
 
 TURNS = int(os.environ.get("BENCH_RUNS", "5"))
@@ -92,7 +92,7 @@ def _turn(services: Path, concurrency: int, runs: int, limited: bool) -> dict[st
 def main(rev: str) -> int:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     tree = WORK_DIR / "run-path-tree"
-    _worktree(rev, tree)
+    add_worktree(rev, tree)
     print(
         f"this checkout vs {rev}: one blocking BMI run in one process (prepare + run_to_end),"
         f" medians of {TURNS} alternating turns, us per run"
@@ -117,7 +117,7 @@ def main(rev: str) -> int:
                 flush=True,
             )
     finally:
-        _remove_worktree(tree)
+        remove_worktree(tree)
     return 0
 
 

@@ -25,13 +25,13 @@ WORK_DIR = REPO / ".flowport" / "bench-versus"
 CONCURRENCIES = (1, 32)
 
 
-def _remove_worktree(path: Path) -> None:
+def remove_worktree(path: Path) -> None:
     subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False)
 
 
-def _worktree(rev: str, path: Path) -> None:
+def add_worktree(rev: str, path: Path) -> None:
     if path.exists():
-        _remove_worktree(path)
+        remove_worktree(path)
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(path), rev],
         cwd=REPO,
@@ -60,7 +60,7 @@ async def main(rev: str) -> int:
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)
     tree = WORK_DIR / "base-tree"
-    await asyncio.to_thread(_worktree, rev, tree)
+    await asyncio.to_thread(add_worktree, rev, tree)
     this = Flowport(WORK_DIR / "this", llm_base_url=None)
     base = Flowport(
         WORK_DIR / "base",
@@ -82,7 +82,7 @@ async def main(rev: str) -> int:
         )
     finally:
         await asyncio.gather(this.stop(), base.stop())
-        await asyncio.to_thread(_remove_worktree, tree)
+        await asyncio.to_thread(remove_worktree, tree)
     print(render(rev, comparisons))
     return 0
 
