@@ -22,7 +22,7 @@ from flowport.policy import ContentPolicy
 from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.server.context import Services
-from flowport.server.decoding import UndecodableRequests
+from flowport.server.decoding import LenientHandlers
 from flowport.server.flowai import FlowAiServicer
 from flowport.server.keys import ApiKeysServicer
 from flowport.server.linkai import LinkAiServicer
@@ -145,18 +145,20 @@ async def create_server(
         ),
     )
     server = grpc.aio.server(
-        interceptors=[UndecodableRequests()],
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", settings.max_body_bytes + 65536),
         ],
     )
-    runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), server)
-    flowai_pb2_grpc.add_FlowAiServicer_to_server(FlowAiServicer(services), server)
-    linkai_pb2_grpc.add_LinkAiServicer_to_server(LinkAiServicer(services), server)
-    keys_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(services), server)
-    workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(services), server)
-    runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), server)
+    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT.
+    handlers = LenientHandlers()
+    runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), handlers)
+    flowai_pb2_grpc.add_FlowAiServicer_to_server(FlowAiServicer(services), handlers)
+    linkai_pb2_grpc.add_LinkAiServicer_to_server(LinkAiServicer(services), handlers)
+    keys_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(services), handlers)
+    workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(services), handlers)
+    runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), handlers)
+    handlers.install(server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -2,8 +2,8 @@
 
 Envoy transcodes what it can parse, but the service's decoder is stricter: a JSON body
 nested past protobuf's depth limit, or a path segment that is not UTF-8, fails in grpc's
-request deserialisation, before any servicer runs. This interceptor lets those requests
-through as a marker, and answers them with INVALID_ARGUMENT."""
+request deserialisation, before any servicer runs. The handlers here let those requests
+through as a marker, and answer them with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -57,36 +57,55 @@ def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Asy
     return handle
 
 
-class UndecodableRequests(grpc.aio.ServerInterceptor):
-    """Wraps each unary-request method's handler once; the wrapped handlers are cached."""
+class LenientHandlers(grpc.GenericRpcHandler):
+    """The service's method handlers, each wrapped once, found by method name.
+
+    The generated `add_*Servicer_to_server` functions register through this instead of the
+    server; `create_server` then adds it to the server as one generic handler. Not a server
+    interceptor: grpc.aio awaits an interceptor's coroutine on every call, which cost ~3 %
+    of a blocking run's CPU behind Envoy for a lookup that never changes."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._unnamed: list[object] = []
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
-            return handler
-        deserializer = _lenient(handler.request_deserializer)
-        if handler.response_streaming:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        self._handlers[method] = wrapped
-        return wrapped
+    def add_generic_rpc_handlers(self, generic_handlers: tuple[object, ...]) -> None:
+        # The generated code passes the same handlers again, by name, to the method below.
+        self._unnamed.extend(generic_handlers)
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        for name, handler in method_handlers.items():
+            self._handlers[f"/{service_name}/{name}"] = _wrapped(handler)
+        if self._unnamed:
+            self._unnamed.pop()
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+    def install(self, server: grpc.aio.Server) -> None:
+        """Adds the handlers to `server`; a service registered without its methods' names
+        (generated code older than grpcio-tools 1.62) would be served by no one."""
+        if self._unnamed or not self._handlers:
+            raise RuntimeError("a service was registered without its method handlers by name")
+        server.add_generic_rpc_handlers((self,))
+
+
+def _wrapped(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    deserializer = _lenient(handler.request_deserializer)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            _streaming(handler.unary_stream),
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        _unary(handler.unary_unary),
+        request_deserializer=deserializer,
+        response_serializer=handler.response_serializer,
+    )
