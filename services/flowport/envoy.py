@@ -93,6 +93,11 @@ class EnvoyProcess:
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.returncode
 
+    @property
+    def pid(self) -> int | None:
+        """The Envoy process's id once started (the bench reads its CPU and memory)."""
+        return None if self._process is None else self._process.pid
+
     async def wait(self) -> int:
         assert self._process is not None
         return await self._process.wait()

@@ -25,6 +25,33 @@ class Figure(Protocol):
 
 
 Measure = Callable[[int], Awaitable[Figure]]  # concurrency -> one measurement
+CPU_GROUPS = ("service", "envoy")
+
+
+@dataclass(frozen=True)
+class Costed:
+    """A figure with the CPU time each group of the target's processes (the service, Envoy)
+    used per answered request while it was measured. CPU per request moves far less than
+    requests/s when other tenants take the machine's CPU: it counts only work done."""
+
+    figure: Figure
+    cpu_us_per_request: dict[str, float]
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.figure.requests_per_s
+
+    @property
+    def p50_s(self) -> float:
+        return self.figure.p50_s
+
+    @property
+    def p99_s(self) -> float:
+        return self.figure.p99_s
+
+    @property
+    def errors(self) -> int:
+        return self.figure.errors
 
 
 @dataclass
@@ -49,6 +76,16 @@ class Series:
     def errors(self) -> int:
         return sum(f.errors for f in self.figures)
 
+    def cpu_us_per_request(self, group: str) -> float:
+        """The median over the runs that measured it; NaN if none did."""
+        return median(
+            [
+                f.cpu_us_per_request[group]
+                for f in self.figures
+                if isinstance(f, Costed) and group in f.cpu_us_per_request
+            ]
+        )
+
     @property
     def silent_runs(self) -> int:
         """Runs in which no request was answered in time: there is no latency to report."""
@@ -61,12 +98,14 @@ class Series:
             "p99_ms": self.p99_s * 1e3,
             "errors": self.errors,
             "silent_runs": self.silent_runs,
+            "cpu_us_per_request": {group: self.cpu_us_per_request(group) for group in CPU_GROUPS},
             "runs": [
                 {
                     "requests_per_s": f.requests_per_s,
                     "p50_ms": f.p50_s * 1e3,
                     "p99_ms": f.p99_s * 1e3,
                     "errors": f.errors,
+                    "cpu_us_per_request": getattr(f, "cpu_us_per_request", None),
                 }
                 for f in self.figures
             ],

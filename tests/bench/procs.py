@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 PROC = Path("/proc")
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def parent_of(pid: int) -> int | None:
@@ -50,6 +53,20 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system CPU time the processes have used so far, all their threads included
+    (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = (PROC / str(pid) / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+    return total / _TICKS_PER_S
 
 
 def serve_processes(serve_pid: int) -> dict[str, list[int]]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.compare import Comparison, Series
+from tests.bench.compare import CPU_GROUPS, Comparison, Series
 from tests.bench.config import BenchConfig
 from tests.bench.stats import median, percentile
 from tests.bench.streams import ConcurrentResult, RelayResult
@@ -76,6 +76,19 @@ def _ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1e3:.2f}"
 
 
+# CPU time per answered request, read from /proc: it counts work done, so it moves far less
+# than req/s when other tenants take the machine.
+CPU_HEADER = "CPU us/req svc + envoy"
+
+
+def cpu_cell(series: Series) -> str:
+    """The service's and Envoy's CPU per request, "service + envoy" in microseconds."""
+    service, envoy = (series.cpu_us_per_request(group) for group in CPU_GROUPS)
+    if math.isnan(service):
+        return "n/a"
+    return f"{service:,.0f}" + ("" if math.isnan(envoy) else f" + {envoy:,.0f}")
+
+
 def _series_row(name: str, concurrency: int, series: Series, versus: str) -> list[str]:
     return [
         name,
@@ -84,6 +97,7 @@ def _series_row(name: str, concurrency: int, series: Series, versus: str) -> lis
         _ms(series.p50_s),
         _ms(series.p99_s),
         str(series.errors),
+        cpu_cell(series),
         versus,
     ]
 
@@ -100,7 +114,7 @@ def _blocking(comparisons: list[Comparison], ours: str, base: str, versus: str) 
         c = comparison.concurrency
         rows.append(_series_row(ours, c, comparison.ours, _versus(comparison)))
         rows.append(_series_row(base, c, comparison.base, ""))
-    headers = ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", versus]
+    headers = ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", CPU_HEADER, versus]
     return table(headers, rows) + _silent_notes(
         (name, comparison.concurrency, series)
         for comparison in comparisons
@@ -230,7 +244,10 @@ def render(results: Results) -> str:
             _series_row("workers 1", s.concurrency, s.base, ""),
         ]
         lines.append(
-            table(["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", "2 vs 1"], rows)
+            table(
+                ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", CPU_HEADER, "2 vs 1"],
+                rows,
+            )
             + _silent_notes(
                 [("workers 2", s.concurrency, s.ours), ("workers 1", s.concurrency, s.base)]
             )

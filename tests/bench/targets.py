@@ -164,6 +164,12 @@ class Ceiling:
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"the ceiling did not become ready:\n{self.log()}")
 
+    def processes(self) -> dict[str, list[int]]:
+        """The same groups as Flowport's: the gRPC server is the service."""
+        assert self._server is not None and self._envoy is not None
+        envoy = self._envoy.pid
+        return {"service": [self._server.pid], "envoy": [] if envoy is None else [envoy]}
+
     async def stop(self) -> None:
         if self._envoy is not None:
             await self._envoy.stop()

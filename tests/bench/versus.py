@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.bench.blocking import wrk_target
 from tests.bench.compare import Comparison, side_by_side
 from tests.bench.config import BenchConfig
+from tests.bench.report import cpu_cell, table
 from tests.bench.targets import Flowport
 from tests.integration.stack import REPO
 
@@ -44,14 +45,25 @@ def render(rev: str, comparisons: list[Comparison]) -> str:
     lines = [
         f"this checkout vs {rev}: blocking BMI through Envoy, wrk, medians of "
         f"{len(comparisons[0].ours.figures)} alternating runs",
-        "  conc  this req/s  p50 ms  base req/s  p50 ms  this/base req/s  p50 difference",
     ]
-    for c in comparisons:
-        lines.append(
-            f"  {c.concurrency:4d}  {c.ours.requests_per_s:10,.0f}  {c.ours.p50_s * 1e3:6.2f}"
-            f"  {c.base.requests_per_s:10,.0f}  {c.base.p50_s * 1e3:6.2f}"
-            f"  {'x' + format(c.ratio, '.2f'):>15}  {c.p50_difference_s * 1e3:+11.2f} ms"
-        )
+    rows = [
+        [
+            str(c.concurrency),
+            f"{c.ours.requests_per_s:,.0f}",
+            f"{c.ours.p50_s * 1e3:.2f}",
+            cpu_cell(c.ours),
+            f"{c.base.requests_per_s:,.0f}",
+            f"{c.base.p50_s * 1e3:.2f}",
+            cpu_cell(c.base),
+            f"x{c.ratio:.2f}",
+            f"{c.p50_difference_s * 1e3:+.2f} ms",
+        ]
+        for c in comparisons
+    ]
+    headers = ["conc", "this req/s", "p50 ms", "this CPU us/req", "base req/s", "p50 ms"]
+    headers += ["base CPU us/req", "this/base req/s", "p50 difference"]
+    lines.append(table(headers, rows))
+    lines.append("  (CPU us/req: the service's + Envoy's CPU time per answered request)")
     return "\n".join(lines)
 
 
@@ -70,10 +82,18 @@ async def main(rev: str) -> int:
     try:
         await asyncio.gather(this.start(), base.start())
         ours = wrk_target(
-            this.base_url + this.bmi_path, WORK_DIR / "this.lua", this.key, config.wrk_s
+            this.base_url + this.bmi_path,
+            WORK_DIR / "this.lua",
+            this.key,
+            config.wrk_s,
+            this.processes,
         )
         theirs = wrk_target(
-            base.base_url + base.bmi_path, WORK_DIR / "base.lua", base.key, config.wrk_s
+            base.base_url + base.bmi_path,
+            WORK_DIR / "base.lua",
+            base.key,
+            config.wrk_s,
+            base.processes,
         )
         for warm in (ours, theirs):
             await warm(1)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 
 import pytest
 
-from tests.bench import wrk
+from tests.bench import procs, wrk
+from tests.bench.compare import Costed, Series
 from tests.bench.stats import median, percentile, ratio
 from tests.bench.streams import Stream, numbered_tokens, token_latencies
 
@@ -188,4 +192,39 @@ def test_versus_table_gives_each_concurrency_its_ratio_and_p50_difference() -> N
 
     assert table[0].startswith("this checkout vs abc123") and "2 alternating runs" in table[0]
     # Medians: 310 vs 255 req/s (x1.22 as the median of x1.20 and x1.23), p50 2.90 vs 3.55.
-    assert table[2].split() == ["1", "310", "2.90", "255", "3.55", "x1.22", "-0.65", "ms"]
+    # No CPU figures: these runs were measured without their processes.
+    row = ["1", "310", "2.90", "n/a", "255", "3.55", "n/a", "x1.22", "-0.65", "ms"]
+    assert table[2].split() == row
+
+
+def test_cpu_seconds_counts_the_work_of_every_thread() -> None:
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    before = procs.cpu_seconds([os.getpid()])
+    worker = threading.Thread(target=spin, args=(0.2,))
+    worker.start()
+    spin(0.2)
+    worker.join()
+    # Clock ticks are 10 ms: both threads' 0.4 s, less a tick or two.
+    assert procs.cpu_seconds([os.getpid()]) - before >= 0.35
+    assert procs.cpu_seconds([2**22 + 1]) == 0  # no such process: nothing to count
+
+
+def test_cpu_per_request_is_the_median_of_the_runs_that_measured_it() -> None:
+    figure = wrk.parse_output(WRK_OK)
+    series = Series(
+        [
+            Costed(figure, {"service": 900.0, "envoy": 400.0}),
+            figure,  # measured without its processes: left out
+            Costed(figure, {"service": 1100.0, "envoy": 500.0}),
+        ]
+    )
+    # Here, not at the top: report imports the service's packages, the rest of this file not.
+    from tests.bench.report import cpu_cell
+
+    assert series.cpu_us_per_request("service") == 1000.0
+    assert cpu_cell(series) == "1,000 + 450"
+    assert cpu_cell(Series([figure])) == "n/a"
