@@ -38,6 +38,19 @@ def test_objects_render_as_json_and_missing_values_as_nothing() -> None:
     )
 
 
+def test_jinjas_globals_render_and_a_render_changes_none_of_them() -> None:
+    source = (
+        "{% set ns = namespace(total=0) %}{% for i in range(3) %}{% set ns.total = ns.total + i %}"
+        "{% endfor %}{{ ns.total }} {{ dict(a=1)['a'] }} {{ x }}"
+    )
+    template = compile_template(source)
+    assert render(template, {"x": "first"}, node_id="t") == "3 1 first"
+    # A run's variable named like a global hides it in that render only.
+    with pytest.raises(FlowportError):
+        render(template, {"x": "second", "range": None}, node_id="t")
+    assert render(template, {"x": "third"}, node_id="t") == "3 1 third"
+
+
 def test_syntax_error_is_invalid_argument_with_line() -> None:
     with pytest.raises(InvalidArgument, match="syntax error at line 2"):
         compile_template("ok\n{% for %}")

@@ -41,9 +41,15 @@ def environment() -> ImmutableSandboxedEnvironment:
 def compile_template(source: str) -> jinja2.Template:
     """Compiles `source`; a syntax error raises InvalidArgument with its line number."""
     try:
-        return environment().from_string(source)
+        template = environment().from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise InvalidArgument(f"syntax error at line {exc.lineno}: {exc.message}") from None
+    # Every render copies the template's globals into its context. Jinja keeps them as a
+    # ChainMap over the environment's, which Python code iterates key by key: a plain dict
+    # of the same names (the environment's globals never change) renders the BMI
+    # template in 5.0 instead of 12.7 us.
+    template.globals = dict(template.globals)
+    return template
 
 
 def compile_expression(source: str) -> jinja2.environment.TemplateExpression:
