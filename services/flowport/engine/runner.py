@@ -79,12 +79,12 @@ async def execute(
     )
     if not live:
         await run.drive()
-        yield _joined_tokens(_drained(run.events))
+        yield _joined_tokens(run.events.take())
         return
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
     try:
         while True:
-            batch = [await run.events.get(), *_drained(run.events)]
+            batch = await run.events.next_batch()
             yield _joined_tokens(batch)
             if isinstance(batch[-1], RunSucceeded | RunFailed):
                 return
@@ -132,7 +132,7 @@ class _Run:
         self.max_depth = max_depth
         self.depth = depth
         # Unbounded: a node never waits for a slow client; the stream is what it is.
-        self.events: asyncio.Queue[RunEvent] = asyncio.Queue()
+        self.events = _Events()
         # Fields of every node that ran to an output (succeeded, or failed and continued).
         self.outputs: dict[str, dict[str, Any]] = {}
         # The branch each branching node took.
@@ -143,7 +143,7 @@ class _Run:
     async def drive(self) -> None:
         started = time.perf_counter()
         in_node = self.workflow.in_node
-        self.events.put_nowait(RunStarted(self.run_id, in_node.id, self.inputs, self.session_id))
+        self.events.put(RunStarted(self.run_id, in_node.id, self.inputs, self.session_id))
         deadline = self.workflow.definition.timeout_s
         try:
             async with asyncio.timeout(deadline) as scope:
@@ -159,11 +159,11 @@ class _Run:
                 # A bug in the engine itself; the client still gets a final event.
                 exc = group.exceptions[0]
                 error = FlowportError(f"run failed: {type(exc).__name__}: {exc}")
-            self.events.put_nowait(
+            self.events.put(
                 RunFailed(self.run_id, error.node_id, error, _since(started), self.usage)
             )
         else:
-            self.events.put_nowait(
+            self.events.put(
                 RunSucceeded(self.run_id, self.final_output, _since(started), self.usage)
             )
 
@@ -216,7 +216,7 @@ class _Run:
 
     def _skip(self, node_id: str) -> None:
         node = self.workflow.nodes[node_id]
-        self.events.put_nowait(
+        self.events.put(
             NodeFinished(
                 node_id=node_id,
                 name=node.name,
@@ -242,7 +242,7 @@ class _Run:
             skipped=frozenset(a for a in ancestors if a not in self.outputs),
             templates=self.workflow.templates[node_id],
             expressions=self.workflow.expressions[node_id],
-            emit_token=lambda content, reasoning: self.events.put_nowait(
+            emit_token=lambda content, reasoning: self.events.put(
                 Token(node_id, content, reasoning)
             ),
             llm=self.llm,
@@ -252,12 +252,12 @@ class _Run:
             load_workflow=self.load_workflow,
             run_workflow=self._child_run,
         )
-        self.events.put_nowait(NodeStarted(node_id, node.name, node.type))
+        self.events.put(NodeStarted(node_id, node.name, node.type))
         started_at = datetime.now(UTC)
         started = time.perf_counter()
 
         def finish(status: NodeStatus, output: dict[str, Any] | None, error: str | None) -> None:
-            self.events.put_nowait(
+            self.events.put(
                 NodeFinished(
                     node_id=node_id,
                     name=node.name,
@@ -323,11 +323,33 @@ class _Run:
         )
 
 
-def _drained(events: asyncio.Queue[RunEvent]) -> list[RunEvent]:
-    batch = []
-    while not events.empty():
-        batch.append(events.get_nowait())
-    return batch
+class _Events:
+    """A run's events in order: its nodes put them, its one consumer takes all that wait.
+
+    Not an asyncio.Queue: that counts unfinished tasks and wakes a getter on every put, and
+    its put and get cost more than the rest of a template node's events (~3 us per event on
+    the bench's VM, 9 events in a BMI run); this consumer always takes everything at once."""
+
+    def __init__(self) -> None:
+        self._waiting: list[RunEvent] = []
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def put(self, event: RunEvent) -> None:
+        self._waiting.append(event)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def take(self) -> list[RunEvent]:
+        """Every event put since the last take, possibly none."""
+        taken, self._waiting = self._waiting, []
+        return taken
+
+    async def next_batch(self) -> list[RunEvent]:
+        """Every event put since the last take, waiting for the first if there is none."""
+        while not self._waiting:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        return self.take()
 
 
 def _joined_tokens(batch: list[RunEvent]) -> list[RunEvent]:
