@@ -124,7 +124,10 @@ class RunService:
         settings: Settings,
         policy: ContentPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`busy`: whether this process has other calls in hand than the caller's, whose
+        runs' writes are then worth gathering into one commit (see RunWriter)."""
         self._db = db
         self._clock = clock
         self._llm = llm
@@ -132,7 +135,7 @@ class RunService:
         self._policy = policy or ContentPolicy([])
         self._fetch = FetchPolicy.from_settings(settings)
         # Starts and ends of runs, committed in batches while the service is busy.
-        self._writer = RunWriter(db)
+        self._writer = RunWriter(db, busy=busy)
         # Published versions never change, so each is parsed and compiled once.
         self._compiled: dict[tuple[str, int], CompiledWorkflow] = {}
         # Runs executing in this process, by id, so a cancel call can reach them.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +31,7 @@ from flowport.storage import (
     publish_workflow,
     recent_turns,
 )
-from flowport.storage.sqlite_writes import _TakeTurns, _WriterThread
+from flowport.storage.sqlite_writes import CHECKPOINT_EVERY, _TakeTurns, _WriterThread
 
 
 @pytest.fixture
@@ -361,3 +365,99 @@ async def test_the_writer_thread_runs_calls_in_order_and_finishes_a_cancelled_on
     with pytest.raises(ValueError, match="no"):
         await thread.call(failing)
     thread.stop()
+
+
+def _sqlite_path(db: Database) -> Path:
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the run writer's own connections are SQLite's")
+    assert db.engine.url.database
+    return Path(db.engine.url.database)
+
+
+async def _loop_stays_responsive(write: Awaitable[Any], hold: threading.Event) -> None:
+    """Runs `write` while `hold` keeps a lock, checking that the event loop still turns."""
+    writing = asyncio.ensure_future(write)
+    started = time.monotonic()
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    # Ten 10 ms sleeps: well under the 5 s a loop stuck in SQLite's busy wait would take.
+    assert time.monotonic() - started < 2.5
+    assert not writing.done()  # it waits for the lock, on the writer's thread
+    hold.set()
+    await asyncio.wait_for(writing, 10)
+
+
+async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
+    db: Database, account: Account, workflow: Workflow
+):
+    # Another connection's write transaction, as the engine's pool holds one across awaits
+    # (which need this very event loop to finish), or as the CLI does.
+    path = _sqlite_path(db)
+    writer = RunWriter(db)
+    await _start(writer, account, workflow)  # the writer is set up and idle
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        other = sqlite3.connect(path)
+        other.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(10)
+        other.rollback()
+        other.close()
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    assert locked.wait(5)
+    run_id = new_id("run", 20)
+    await _loop_stays_responsive(_start_as(writer, account, workflow, run_id), release)
+    holder.join(5)
+    run, _ = await _row(db, account, run_id)
+    assert run.status == "running"
+    await writer.close()
+
+
+async def test_a_write_meeting_another_processes_writer_waits_off_the_event_loop(
+    db: Database, account: Account, workflow: Workflow
+):
+    path = _sqlite_path(db)
+    writer = RunWriter(db)
+    await _start(writer, account, workflow)
+    # Another process's writer: the same lock file, opened on its own.
+    other = _TakeTurns(path.with_name(path.name + ".writer-lock"))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:
+        with other.held():
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_turn)
+    holder.start()
+    assert locked.wait(5)
+    run_id = new_id("run", 20)
+    await _loop_stays_responsive(_start_as(writer, account, workflow, run_id), release)
+    holder.join(5)
+    other.close()
+    run, _ = await _row(db, account, run_id)
+    assert run.status == "running"
+    await writer.close()
+
+
+async def test_the_log_of_writes_made_on_the_event_loop_is_checkpointed(
+    db: Database, account: Account, workflow: Workflow
+):
+    # The loop's connection never checkpoints on its own; without the writer thread's
+    # checkpoints the log would grow by every run's pages, for ever.
+    path = _sqlite_path(db)
+    writer = RunWriter(db)
+    for _ in range(3 * CHECKPOINT_EVERY):
+        run_id = await _start(writer, account, workflow)
+        await _finish(writer, run_id, [_node("a"), _node("b")])
+    await writer.close()
+    checkpointed = sqlite3.connect(path)
+    busy, log_frames, copied = checkpointed.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    checkpointed.close()
+    # ~4 pages a commit and 1,200 commits: ~4,800 frames if never checkpointed. A PASSIVE
+    # checkpoint lets the next writer start the log over, so it holds ~1 interval's worth.
+    assert (busy, copied) == (0, log_frames)
+    assert log_frames < 4 * 2 * CHECKPOINT_EVERY

@@ -4,7 +4,7 @@ database in one transaction, so a busy service commits once for many runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +57,12 @@ class RunWriter:
     wait for it and then share the next one. A write finishes even if its caller is
     cancelled (a client that went away): its run is still accounted for."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, busy: Callable[[], bool] = lambda: False) -> None:
         self._db = db
+        # Whether the process has other calls in hand: their writes are worth waiting for,
+        # so SQLite writes go to the writer's thread, and the next batch gathers them.
+        # Otherwise (c=1) a write may run on the event loop, saving two thread hops.
+        self._busy = busy
         self._pending: list[_Write] = []
         self._flusher: asyncio.Task[None] | None = None
         # SQLite's own path, set up on the first write (PostgreSQL's goes through the pool).
@@ -158,7 +162,7 @@ class RunWriter:
         to aiosqlite's, ~4 ms of CPU a run); on PostgreSQL through a session."""
         if self._db.engine.dialect.name == "sqlite":
             return await self._sqlite_writes().begin(
-                run.row(), spend=spend, memory_ttl_s=memory_ttl_s
+                run.row(), spend=spend, memory_ttl_s=memory_ttl_s, on_loop=not self._busy()
             )
         return await self._db.run(
             lambda session: _begin_in_session(session, run, spend, memory_ttl_s)
@@ -245,7 +249,9 @@ class RunWriter:
         nodes = [node for write in batch for node in write.nodes]
         turns = [write.turn for write in batch if write.turn is not None]
         if self._db.engine.dialect.name == "sqlite":
-            await self._sqlite_writes().write(list(starts.values()), ends, nodes, turns)
+            await self._sqlite_writes().write(
+                list(starts.values()), ends, nodes, turns, on_loop=not self._busy()
+            )
             return
         async with self._db.engine.begin() as connection:
             if starts:
