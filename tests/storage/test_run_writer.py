@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -374,17 +374,35 @@ def _sqlite_path(db: Database) -> Path:
     return Path(db.engine.url.database)
 
 
-async def _loop_stays_responsive(write: Awaitable[Any], hold: threading.Event) -> None:
-    """Runs `write` while `hold` keeps a lock, checking that the event loop still turns."""
-    writing = asyncio.ensure_future(write)
+async def _write_while_held(
+    db: Database,
+    account: Account,
+    workflow: Workflow,
+    hold: Callable[[threading.Event, threading.Event], None],
+) -> None:
+    """A run's row written while `hold(locked, release)`, on a thread, keeps a lock from
+    setting `locked` until `release` is set: the event loop must keep turning meanwhile,
+    and the row be committed once the lock is free."""
+    writer = RunWriter(db)
+    await _start(writer, account, workflow)  # the writer is set up and idle
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(locked, release))
+    holder.start()
+    assert locked.wait(5)
+    run_id = new_id("run", 20)
+    writing = asyncio.ensure_future(_start_as(writer, account, workflow, run_id))
     started = time.monotonic()
     for _ in range(10):
         await asyncio.sleep(0.01)
     # Ten 10 ms sleeps: well under the 5 s a loop stuck in SQLite's busy wait would take.
     assert time.monotonic() - started < 2.5
     assert not writing.done()  # it waits for the lock, on the writer's thread
-    hold.set()
+    release.set()
     await asyncio.wait_for(writing, 10)
+    holder.join(5)
+    run, _ = await _row(db, account, run_id)
+    assert run.status == "running"
+    await writer.close()
 
 
 async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
@@ -393,11 +411,8 @@ async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
     # Another connection's write transaction, as the engine's pool holds one across awaits
     # (which need this very event loop to finish), or as the CLI does.
     path = _sqlite_path(db)
-    writer = RunWriter(db)
-    await _start(writer, account, workflow)  # the writer is set up and idle
-    locked, release = threading.Event(), threading.Event()
 
-    def hold_the_write_lock() -> None:
+    def hold_the_write_lock(locked: threading.Event, release: threading.Event) -> None:
         other = sqlite3.connect(path)
         other.execute("BEGIN IMMEDIATE")
         locked.set()
@@ -405,42 +420,23 @@ async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
         other.rollback()
         other.close()
 
-    holder = threading.Thread(target=hold_the_write_lock)
-    holder.start()
-    assert locked.wait(5)
-    run_id = new_id("run", 20)
-    await _loop_stays_responsive(_start_as(writer, account, workflow, run_id), release)
-    holder.join(5)
-    run, _ = await _row(db, account, run_id)
-    assert run.status == "running"
-    await writer.close()
+    await _write_while_held(db, account, workflow, hold_the_write_lock)
 
 
 async def test_a_write_meeting_another_processes_writer_waits_off_the_event_loop(
     db: Database, account: Account, workflow: Workflow
 ):
     path = _sqlite_path(db)
-    writer = RunWriter(db)
-    await _start(writer, account, workflow)
-    # Another process's writer: the same lock file, opened on its own.
-    other = _TakeTurns(path.with_name(path.name + ".writer-lock"))
-    locked, release = threading.Event(), threading.Event()
 
-    def hold_the_turn() -> None:
+    def hold_the_turn(locked: threading.Event, release: threading.Event) -> None:
+        # Another process's writer: the same lock file, opened on its own.
+        other = _TakeTurns(path.with_name(path.name + ".writer-lock"))
         with other.held():
             locked.set()
             release.wait(10)
+        other.close()
 
-    holder = threading.Thread(target=hold_the_turn)
-    holder.start()
-    assert locked.wait(5)
-    run_id = new_id("run", 20)
-    await _loop_stays_responsive(_start_as(writer, account, workflow, run_id), release)
-    holder.join(5)
-    other.close()
-    run, _ = await _row(db, account, run_id)
-    assert run.status == "running"
-    await writer.close()
+    await _write_while_held(db, account, workflow, hold_the_turn)
 
 
 async def test_the_log_of_writes_made_on_the_event_loop_is_checkpointed(
