@@ -22,7 +22,7 @@ from flowport.policy import ContentPolicy
 from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.server.context import Services
-from flowport.server.decoding import CallsInFlight, LenientHandlers
+from flowport.server.decoding import LenientHandlers
 from flowport.server.flowai import FlowAiServicer
 from flowport.server.keys import ApiKeysServicer
 from flowport.server.linkai import LinkAiServicer
@@ -132,8 +132,9 @@ async def create_server(
     db = Database.connect(settings.resolved_database_url)
 
     llm = create_llm_client(settings)
-    # Counted by the handlers: the run writer gathers the writes of calls handled together.
-    in_flight = CallsInFlight()
+    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, and
+    # count the calls in hand: the run writer gathers the writes of calls handled together.
+    handlers = LenientHandlers()
     services = Services(
         settings=settings,
         db=db,
@@ -144,7 +145,7 @@ async def create_server(
             llm=llm,
             settings=settings,
             policy=ContentPolicy.from_file(settings.content_policy),
-            busy=lambda: in_flight.count > 1,
+            busy=lambda: handlers.in_flight.count > 1,
         ),
     )
     server = grpc.aio.server(
@@ -153,8 +154,6 @@ async def create_server(
             ("grpc.max_receive_message_length", settings.max_body_bytes + 65536),
         ],
     )
-    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT.
-    handlers = LenientHandlers(in_flight)
     runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), handlers)
     flowai_pb2_grpc.add_FlowAiServicer_to_server(FlowAiServicer(services), handlers)
     linkai_pb2_grpc.add_LinkAiServicer_to_server(LinkAiServicer(services), handlers)

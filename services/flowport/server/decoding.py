@@ -85,8 +85,8 @@ class LenientHandlers(grpc.GenericRpcHandler):
     of a blocking run's CPU behind Envoy for a lookup that never changes. The wrapped
     handlers also count the calls `in_flight`."""
 
-    def __init__(self, in_flight: CallsInFlight | None = None) -> None:
-        self.in_flight = in_flight or CallsInFlight()
+    def __init__(self) -> None:
+        self.in_flight = CallsInFlight()
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._unnamed: list[object] = []
 
