@@ -89,6 +89,10 @@ def cpu_cell(series: Series) -> str:
     return f"{service:,.0f}" + ("" if math.isnan(envoy) else f" + {envoy:,.0f}")
 
 
+# The columns of _series_row but its last, which says what the row is compared with.
+_SERIES_HEADERS = ("target", "conc", "req/s", "p50 ms", "p99 ms", "errors", CPU_HEADER)
+
+
 def _series_row(name: str, concurrency: int, series: Series, versus: str) -> list[str]:
     return [
         name,
@@ -114,8 +118,7 @@ def _blocking(comparisons: list[Comparison], ours: str, base: str, versus: str) 
         c = comparison.concurrency
         rows.append(_series_row(ours, c, comparison.ours, _versus(comparison)))
         rows.append(_series_row(base, c, comparison.base, ""))
-    headers = ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", CPU_HEADER, versus]
-    return table(headers, rows) + _silent_notes(
+    return table([*_SERIES_HEADERS, versus], rows) + _silent_notes(
         (name, comparison.concurrency, series)
         for comparison in comparisons
         for name, series in ((ours, comparison.ours), (base, comparison.base))
@@ -244,10 +247,7 @@ def render(results: Results) -> str:
             _series_row("workers 1", s.concurrency, s.base, ""),
         ]
         lines.append(
-            table(
-                ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", CPU_HEADER, "2 vs 1"],
-                rows,
-            )
+            table([*_SERIES_HEADERS, "2 vs 1"], rows)
             + _silent_notes(
                 [("workers 2", s.concurrency, s.ours), ("workers 1", s.concurrency, s.base)]
             )

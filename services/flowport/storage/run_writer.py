@@ -158,8 +158,8 @@ class RunWriter:
         """Starts a run that spends a credit (`spend`) or reads its session's memory
         (`memory_ttl_s`: turns no older than that): both, and its row, before it returns;
         an account without a credit left gets no row (`Begun.spent` False). On SQLite one
-        transaction in one trip to the writer's thread (through the engine it was ~10 trips
-        to aiosqlite's, ~4 ms of CPU a run); on PostgreSQL through a session."""
+        transaction on the writer's own connection (through the engine it was ~10 trips to
+        aiosqlite's thread, ~4 ms of CPU a run); on PostgreSQL through a session."""
         if self._db.engine.dialect.name == "sqlite":
             return await self._sqlite_writes().begin(
                 run.row(), spend=spend, memory_ttl_s=memory_ttl_s, on_loop=not self._busy()

@@ -1,6 +1,6 @@
 """The run writer's SQLite path: a batch of run rows, or a run's start with its credit and
-memory, as one transaction on a connection and thread of the writer's own, with the writers
-of other processes taking turns."""
+memory, as one transaction on connections of the writer's own (on its thread, or on the
+event loop when no lock is taken), with the writers of other processes taking turns."""
 
 from __future__ import annotations
 
@@ -307,7 +307,7 @@ class _TurnRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """A batch's statements with their rows, run as one transaction on the writer's thread."""
+    """A batch's statements with their rows, run as one transaction."""
 
     runs: tuple[str, list[tuple[Any, ...]]] | None
     ends: tuple[str, list[tuple[Any, ...]]] | None
