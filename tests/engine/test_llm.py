@@ -12,6 +12,7 @@ import pytest
 from flowport.engine.llm import ChatMessage, Delta, OpenAiChat, TokenUsage, create_llm_client
 from flowport.errors import Unavailable, UpstreamFailed
 from flowport.settings import Settings
+from tests.fakes.fake_http import FakeHttp
 from tests.fakes.fake_llm import FakeLlm
 
 
@@ -58,6 +59,18 @@ async def test_unreachable_provider_fails_without_naming_secrets() -> None:
     finally:
         await client.aclose()
     assert caught.value.message == "LLM provider failed: could not connect"
+
+
+async def test_a_2xx_answer_that_is_no_event_stream_fails(fake_http: FakeHttp) -> None:
+    # The query takes in the path the client appends: /text answers 200 text/plain.
+    client = OpenAiChat(Settings(llm_base_url=fake_http.url("/text?rest=")), max_retries=0)
+    try:
+        with pytest.raises(UpstreamFailed) as caught:
+            await deltas(client)
+    finally:
+        await client.aclose()
+    assert caught.value.message == "LLM provider failed: did not answer with an event stream"
+    assert fake_http.requests[0].path == "/text"
 
 
 async def test_fake_answers_non_streaming_requests_too(fake_llm: FakeLlm) -> None:
