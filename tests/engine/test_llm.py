@@ -73,6 +73,29 @@ async def test_a_2xx_answer_that_is_no_event_stream_fails(fake_http: FakeHttp) -
     assert fake_http.requests[0].path == "/text"
 
 
+async def test_the_environments_proxy_carries_the_requests(
+    fake_llm: FakeLlm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake serves a request in a proxy's absolute form too: it stands in as the proxy
+    # for a provider whose name resolves nowhere.
+    monkeypatch.setenv("HTTP_PROXY", fake_llm.base_url.removesuffix("/v1"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = Settings(llm_base_url="http://llm.invalid/v1")
+    client = OpenAiChat(settings, max_retries=0)
+    try:
+        assert "".join(d.content for d in await deltas(client, "hi")) == "echo: hi"
+    finally:
+        await client.aclose()
+    monkeypatch.setenv("NO_PROXY", "llm.invalid")
+    client = OpenAiChat(settings, max_retries=0)
+    try:
+        with pytest.raises(UpstreamFailed, match="could not connect"):
+            await deltas(client)
+    finally:
+        await client.aclose()
+
+
 async def test_fake_answers_non_streaming_requests_too(fake_llm: FakeLlm) -> None:
     fake_llm.set_reply(["a", "b"], reasoning=["r"])
     client = openai.AsyncOpenAI(base_url=fake_llm.base_url, api_key="k")
