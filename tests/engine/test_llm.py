@@ -23,6 +23,17 @@ async def deltas(client: OpenAiChat, text: str = "hello there") -> list[Delta]:
     return [delta async for delta in stream]
 
 
+async def failure(settings: Settings) -> str:
+    """The message a call fails with, through a client that does not retry."""
+    client = OpenAiChat(settings, max_retries=0)
+    try:
+        with pytest.raises(UpstreamFailed) as caught:
+            await deltas(client)
+    finally:
+        await client.aclose()
+    return caught.value.message
+
+
 async def test_default_fake_reply_echoes_in_chunks(fake_llm: FakeLlm, llm: OpenAiChat) -> None:
     got = await deltas(llm)
     assert len(got) > 2
@@ -39,12 +50,7 @@ def test_no_base_url_means_no_client() -> None:
 async def test_slow_provider_times_out(fake_llm: FakeLlm) -> None:
     fake_llm.set_reply(["late"], first_token_delay_s=2.0)
     settings = Settings(llm_base_url=fake_llm.base_url, llm_timeout_s=0.2)
-    client = OpenAiChat(settings, max_retries=0)
-    try:
-        with pytest.raises(UpstreamFailed, match=r"^LLM provider failed: timed out after 0.2s$"):
-            await deltas(client)
-    finally:
-        await client.aclose()
+    assert await failure(settings) == "LLM provider failed: timed out after 0.2s"
 
 
 async def test_unreachable_provider_fails_without_naming_secrets() -> None:
@@ -52,24 +58,13 @@ async def test_unreachable_provider_fails_without_naming_secrets() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = Settings(llm_base_url=f"http://127.0.0.1:{port}/v1", llm_api_key="sk-secret")
-    client = OpenAiChat(settings, max_retries=0)
-    try:
-        with pytest.raises(UpstreamFailed) as caught:
-            await deltas(client)
-    finally:
-        await client.aclose()
-    assert caught.value.message == "LLM provider failed: could not connect"
+    assert await failure(settings) == "LLM provider failed: could not connect"
 
 
 async def test_a_2xx_answer_that_is_no_event_stream_fails(fake_http: FakeHttp) -> None:
     # The query takes in the path the client appends: /text answers 200 text/plain.
-    client = OpenAiChat(Settings(llm_base_url=fake_http.url("/text?rest=")), max_retries=0)
-    try:
-        with pytest.raises(UpstreamFailed) as caught:
-            await deltas(client)
-    finally:
-        await client.aclose()
-    assert caught.value.message == "LLM provider failed: did not answer with an event stream"
+    settings = Settings(llm_base_url=fake_http.url("/text?rest="))
+    assert await failure(settings) == "LLM provider failed: did not answer with an event stream"
     assert fake_http.requests[0].path == "/text"
 
 
@@ -88,12 +83,7 @@ async def test_the_environments_proxy_carries_the_requests(
     finally:
         await client.aclose()
     monkeypatch.setenv("NO_PROXY", "llm.invalid")
-    client = OpenAiChat(settings, max_retries=0)
-    try:
-        with pytest.raises(UpstreamFailed, match="could not connect"):
-            await deltas(client)
-    finally:
-        await client.aclose()
+    assert await failure(settings) == "LLM provider failed: could not connect"
 
 
 async def test_fake_answers_non_streaming_requests_too(fake_llm: FakeLlm) -> None:
