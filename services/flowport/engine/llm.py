@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
 
 import aiohttp
-from multidict import CIMultiDictProxy
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -157,7 +156,7 @@ class OpenAiChat:
                     for event in events:
                         if event.data.startswith("[DONE]"):
                             return
-                        if event.data:  # an event of only a name carries no chunk
+                        if event.data:  # an empty data field carries no chunk
                             for delta in _deltas(event.data):
                                 yield delta
         except _TRANSPORT_ERRORS as exc:
@@ -220,7 +219,8 @@ def _environment_proxy(url: str) -> str | None:
 class _Refused(Exception):
     """The provider answered with a status other than 2xx."""
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDictProxy[str]) -> None:
+    # `headers`: the response's, whose names aiohttp looks up in any case.
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
         super().__init__(status)
         self.status = status
         self.reason = reason
@@ -304,7 +304,7 @@ def _backoff(state: RetryCallState) -> float:
     return BACKOFF(state)
 
 
-def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     # OpenAI sends retry-after-ms besides the standard header (whose date form is ignored).
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         try:
