@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from flowport.engine.sse import ServerSentEvent, SseDecoder
+from flowport.engine.sse import event_batches
 from tests.bench.config import BenchConfig
 from tests.bench.procs import PeakRss
 from tests.bench.stats import median, percentile
@@ -59,7 +59,6 @@ class Stream:
 async def stream_run(session: aiohttp.ClientSession, flowport: Flowport, expected: str) -> Stream:
     body = {"input": CHAT_INPUT, "stream": True}
     result = Stream(sent=time.time())
-    decoder = SseDecoder()
     try:
         async with session.post(
             flowport.chat_path, json=body, headers=flowport.headers
@@ -68,10 +67,17 @@ async def stream_run(session: aiohttp.ClientSession, flowport: Flowport, expecte
                 await response.read()
                 result.error = f"HTTP {response.status}"
                 return result
-            # Each chunk as it arrives, so a frame's time is when its bytes came in.
-            async for chunk in response.content.iter_any():
-                _take(result, decoder.feed(chunk), time.time())
-            _take(result, decoder.end(), time.time())
+            # The events of each chunk as it arrives, so a frame's time is when its bytes
+            # came in (and were decoded).
+            async for events in event_batches(response.content.iter_any()):
+                received = time.time()
+                for sse in events:
+                    if sse.event == "stream":
+                        result.frames.append((received, json.loads(sse.data)["Content"]))
+                    elif sse.event == "output":
+                        result.output = json.loads(sse.data)["output"]
+                    elif sse.event == "error":
+                        result.error = f"error frame: {json.loads(sse.data).get('message')}"
     except (aiohttp.ClientError, ValueError, KeyError) as error:
         # Counted, not raised: one broken stream among a thousand is a figure, not a crash.
         result.error = f"{type(error).__name__}: {error}"
@@ -81,16 +87,6 @@ async def stream_run(session: aiohttp.ClientSession, flowport: Flowport, expecte
         if result.output != expected or streamed != expected:
             result.error = "wrong output"
     return result
-
-
-def _take(result: Stream, events: list[ServerSentEvent], received: float) -> None:
-    for sse in events:
-        if sse.event == "stream":
-            result.frames.append((received, json.loads(sse.data)["Content"]))
-        elif sse.event == "output":
-            result.output = json.loads(sse.data)["output"]
-        elif sse.event == "error":
-            result.error = f"error frame: {json.loads(sse.data).get('message')}"
 
 
 # -- relay -----------------------------------------------------------------------------
