@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Internal: how the supervisor of --workers N starts each worker.
     serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
-    # Internal: how `serve` migrates and recovers the database before it serves.
+    # Internal: how `serve` migrates the database and builds Envoy's descriptors before it serves.
     serving.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         import uvloop
 
-        from flowport.server.app import prepare_database, serve, serve_worker
+        from flowport.server.app import prepare_to_serve, serve, serve_worker
 
         if args.prepare_only:
-            asyncio.run(prepare_database(settings))
+            asyncio.run(prepare_to_serve(settings))
             return 0
         if args.worker_port is not None:
             work = serve_worker(settings, args.worker_port)

@@ -11,12 +11,11 @@ from pathlib import Path
 import envoy as envoy_wheel
 import jinja2
 
-from flowport.protos import REPO, build_descriptor_set
 from flowport.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENVOY_DIR = REPO / "envoy"
+ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
 # Every service Envoy transcodes; health and reflection stay gRPC-only.
 TRANSCODED_SERVICES = (
     "flowport.v1.WorkflowRunner",
@@ -48,11 +47,19 @@ def render_config(settings: Settings, *, descriptor_path: Path, grpc_ports: list
     )
 
 
+def descriptor_path(settings: Settings) -> Path:
+    """Where Envoy's descriptor set of the services is built (`flowport.protos`), once per
+    start of `flowport serve`, before the config that names it is written."""
+    return settings.data_dir / "envoy" / "flowport.pb"
+
+
 def write_config(settings: Settings, *, grpc_ports: list[int]) -> Path:
-    """Builds the descriptor set and the config into the data directory; returns the config."""
-    generated = settings.data_dir / "envoy"
-    descriptor = build_descriptor_set(generated / "flowport.pb")
-    config = generated / "envoy.yaml"
+    """Writes the config into the data directory, next to the descriptor set it names (which
+    must be built by then); returns the config."""
+    descriptor = descriptor_path(settings)
+    if not descriptor.is_file():
+        raise FileNotFoundError(f"Envoy's descriptor set {descriptor} has not been built")
+    config = descriptor.with_name("envoy.yaml")
     config.write_text(
         render_config(settings, descriptor_path=descriptor.resolve(), grpc_ports=grpc_ports)
     )

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from flowport.auth import Authenticator
 from flowport.engine import LlmClient, create_llm_client
-from flowport.envoy import EnvoyProcess, write_config
+from flowport.envoy import EnvoyProcess, descriptor_path, write_config
 from flowport.policy import ContentPolicy
 from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
@@ -110,10 +110,21 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-async def prepare_database_in_child() -> None:
-    """`prepare_database` in a process of its own (`flowport serve --prepare-only`), so that
-    Alembic and the migration's memory never stay in the serving process; raises if it
-    failed (its log says why)."""
+async def prepare_to_serve(settings: Settings) -> None:
+    """What `flowport serve` does once before it serves: the database's migration and
+    recovery, and Envoy's descriptor set of the services."""
+    # Imported here: protoc (grpc_tools) holds ~8 MiB of a process that imports it, and only
+    # this start-up step needs it.
+    from flowport.protos import build_descriptor_set
+
+    await prepare_database(settings)
+    build_descriptor_set(descriptor_path(settings))
+
+
+async def prepare_in_child() -> None:
+    """`prepare_to_serve` in a process of its own (`flowport serve --prepare-only`), so that
+    Alembic, protoc and the memory they used never stay in the serving process (-13 MiB for
+    the migration, -9 MiB for protoc); raises if it failed (its log says why)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flowport.cli", "serve", "--prepare-only"
     )
@@ -197,7 +208,7 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
     the service drains first, then Envoy stops. With `workers` > 1 the service is that many
     child processes on consecutive ports from `grpc_port`, behind the one Envoy."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await prepare_database_in_child()
+    await prepare_in_child()
     if workers > 1:
         return await _supervise(settings, workers)
     async with _stop_signals() as stop:
