@@ -129,7 +129,9 @@ async def prepare_in_child() -> None:
         sys.executable, "-m", "flowport.cli", "serve", "--prepare-only"
     )
     if await child.wait() != 0:
-        raise RuntimeError(f"preparing the database failed (exit code {child.returncode})")
+        raise RuntimeError(
+            f"preparing to serve (migration, descriptors) failed (exit code {child.returncode})"
+        )
 
 
 async def create_server(
