@@ -113,7 +113,7 @@ def _tune_garbage_collector() -> None:
 async def prepare_to_serve(settings: Settings) -> None:
     """What `flowport serve` does once before it serves: the database's migration and
     recovery, and Envoy's descriptor set of the services."""
-    # Imported here: protoc (grpc_tools) holds ~8 MiB of a process that imports it, and only
+    # Imported here: protoc (grpc_tools) holds ~9 MiB of a process that imports it, and only
     # this start-up step needs it.
     from flowport.protos import build_descriptor_set
 
