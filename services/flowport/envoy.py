@@ -11,11 +11,12 @@ from pathlib import Path
 import envoy as envoy_wheel
 import jinja2
 
+from flowport.protos import REPO
 from flowport.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
+ENVOY_DIR = REPO / "envoy"
 # Every service Envoy transcodes; health and reflection stay gRPC-only.
 TRANSCODED_SERVICES = (
     "flowport.v1.WorkflowRunner",

@@ -9,15 +9,12 @@ import tempfile
 from pathlib import Path
 
 import google.api
-from grpc_tools import protoc
 
 REPO = Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO / "proto"
 GENERATED_DIR = REPO / "services"
 # The parent of googleapis-common-protos' `google` package, which ships annotations.proto & co.
 GOOGLEAPIS_DIR = Path(google.api.__path__[0]).parents[1]
-# protoc's own well-known types (struct.proto, timestamp.proto) ship inside grpc_tools.
-WELL_KNOWN_DIR = Path(protoc.__file__).parent / "_proto"
 # Envoy needs google.rpc.Status' detail types in the set to print rich errors (ENVOY.md).
 EXTRA_DESCRIPTOR_INPUTS = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
 
@@ -27,7 +24,14 @@ def proto_files() -> list[str]:
 
 
 def _protoc(*args: str) -> None:
-    includes = [f"-I{PROTO_DIR}", f"-I{GOOGLEAPIS_DIR}", f"-I{WELL_KNOWN_DIR}"]
+    # Imported on first use: protoc holds ~9 MiB of a process that imports it, and the serving
+    # process imports this module (REPO) but never compiles; `flowport serve` builds Envoy's
+    # descriptor set in its start-up child.
+    from grpc_tools import protoc
+
+    # protoc's own well-known types (struct.proto, timestamp.proto) ship inside grpc_tools.
+    well_known_dir = Path(protoc.__file__).parent / "_proto"
+    includes = [f"-I{PROTO_DIR}", f"-I{GOOGLEAPIS_DIR}", f"-I{well_known_dir}"]
     code = protoc.main(["grpc_tools.protoc", *includes, *args])
     if code != 0:
         raise RuntimeError(f"protoc failed with exit code {code}")

@@ -19,6 +19,7 @@ from flowport.auth import Authenticator
 from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, descriptor_path, write_config
 from flowport.policy import ContentPolicy
+from flowport.protos import build_descriptor_set
 from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.server.context import Services
@@ -113,10 +114,6 @@ def _tune_garbage_collector() -> None:
 async def prepare_to_serve(settings: Settings) -> None:
     """What `flowport serve` does once before it serves: the database's migration and
     recovery, and Envoy's descriptor set of the services."""
-    # Imported here: protoc (grpc_tools) holds ~9 MiB of a process that imports it, and only
-    # this start-up step needs it.
-    from flowport.protos import build_descriptor_set
-
     await prepare_database(settings)
     build_descriptor_set(descriptor_path(settings))
 
