@@ -78,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs every request at INFO: one line per http node call and fetched URL.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "serve":
         import uvloop
 

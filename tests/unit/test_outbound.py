@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -11,6 +13,7 @@ from flowport.errors import InvalidArgument, UpstreamFailed
 from flowport.outbound import ConnectionFailed, FetchedResponse, FetchPolicy, check_url, fetch
 from flowport.settings import Settings
 from tests.fakes.fake_http import FakeHttp
+from tests.integration.stack import REPO
 
 LOCAL = ["127.0.0.1"]
 
@@ -113,6 +116,47 @@ async def test_redirects_are_followed_and_every_hop_is_checked(http: FakeHttp) -
         await get(http.url("/redirect?to=http://169.254.169.254/latest/meta-data/"))
 
 
+async def test_a_post_redirected_by_302_continues_as_a_get_without_its_body(
+    http: FakeHttp,
+) -> None:
+    answer = await fetch(
+        http.url("/redirect?to=/echo"),
+        method="POST",
+        content="secret form",
+        timeout_s=5,
+        max_bytes=10_000,
+        allow=LOCAL,
+    )
+    echoed = answer.json() or {}
+    assert echoed["method"] == "GET" and echoed["body"] == ""
+    assert [seen.method for seen in http.requests] == ["POST", "GET"]
+
+
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(http: FakeHttp) -> None:
+    credentials = {"Authorization": "Bearer s3cret", "Cookie": "id=1", "X-Trace": "t"}
+    # Same origin: the credentials go along.
+    same = await fetch(
+        http.url("/redirect?to=/echo"),
+        headers=credentials,
+        timeout_s=5,
+        max_bytes=10_000,
+        allow=LOCAL,
+    )
+    assert (same.json() or {})["headers"]["authorization"] == "Bearer s3cret"
+    # localhost is another origin than 127.0.0.1, though the same server.
+    elsewhere = f"http://localhost:{http.port}/echo"
+    other = await fetch(
+        http.url(f"/redirect?to={elsewhere}"),
+        headers=credentials,
+        timeout_s=5,
+        max_bytes=10_000,
+        allow=[*LOCAL, "localhost"],
+    )
+    seen = (other.json() or {})["headers"]
+    assert "authorization" not in seen and "cookie" not in seen
+    assert seen["x-trace"] == "t" and seen["host"] == f"localhost:{http.port}"
+
+
 async def test_a_body_over_the_limit_is_refused(http: FakeHttp) -> None:
     with pytest.raises(InvalidArgument, match="response larger than 1000 bytes"):
         await get(http.url("/big/5000"), max_bytes=1000)
@@ -145,3 +189,17 @@ def test_the_policy_comes_from_settings_and_the_environment(
     assert policy.max_bytes == 1000 and policy.timeout_s == 10
     monkeypatch.delenv("FLOWPORT_FETCH_ALLOW")
     assert Settings().fetch_allow == []
+
+
+def test_the_service_loads_one_http_client() -> None:
+    """Outbound calls share aiohttp with the LLM client: httpx, which cost the serving
+    process ~6 MiB and built a TLS context per fetch, stays out of it."""
+    code = (
+        "import sys, flowport.cli, flowport.server.app\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'httpcore'})))"
+    )
+    env = {"PYTHONPATH": str(REPO / "services")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == ""
