@@ -25,6 +25,10 @@ MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers that must not follow a redirect to another origin.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Sending one of these twice does no more than sending it once (RFC 9110, 9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# Hosts whose checked addresses a resolver holds; each is set again before every request.
+_CHECKED_HOSTS = 1024
 
 
 class ConnectionFailed(UpstreamFailed):
@@ -95,84 +99,110 @@ async def fetch(
     allow: Sequence[str],
     follow_redirects: bool = True,
 ) -> FetchedResponse:
-    """One request through the guard, whatever its status. Every hop (redirects included) is
-    checked, and the connection goes to an address that was checked, so a DNS answer that
-    changes between check and connect (rebinding) cannot reach a private address.
+    """`Outbound.fetch` through a client of its own, closed after it (no connection kept)."""
+    policy = FetchPolicy(allow=tuple(allow), max_bytes=max_bytes, timeout_s=timeout_s)
+    async with Outbound(policy) as client:
+        return await client.fetch(
+            url, method=method, headers=headers, content=content, follow_redirects=follow_redirects
+        )
 
-    Raises InvalidArgument (refused URL, body over `max_bytes`), ConnectionFailed, or
-    UpstreamFailed (timed out after `timeout_s`, which bounds the whole exchange).
-    """
-    target = _parse(url)
-    shown = f"{method} {_display(target)}"
-    # The Host header always names the URL's host: the one that was checked.
-    sent = {name: value for name, value in (headers or {}).items() if name.lower() != "host"}
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await _fetch(
-                target,
-                method=method,
-                headers=sent,
-                content=content.encode() if isinstance(content, str) else content,
-                max_bytes=max_bytes,
-                allow=allow,
-                follow_redirects=follow_redirects,
+
+class Outbound:
+    """Outbound HTTP under one FetchPolicy (a service's http nodes and fetched files).
+
+    Idempotent requests share kept-alive connections, so an API called on every run costs
+    no new TCP and TLS handshake each time. A kept connection may have been closed by the
+    server meanwhile; aiohttp then sends the request again on a new one, which only an
+    idempotent request allows. The others (POST, PATCH) always get a new connection.
+
+    Sessions are made on first use (in the event loop) and closed by `aclose`."""
+
+    def __init__(self, policy: FetchPolicy | None = None) -> None:
+        self.policy = policy or FetchPolicy()
+        self._resolver = _CheckedResolver()
+        # By whether their connections are kept: True for idempotent requests.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+
+    async def __aenter__(self) -> Outbound:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    async def check_url(self, url: str) -> None:
+        """`check_url` under this client's allow-list."""
+        await check_url(url, allow=self.policy.allow)
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        timeout_s: float | None = None,
+        follow_redirects: bool = True,
+    ) -> FetchedResponse:
+        """One request through the guard, whatever its status. Every hop (redirects
+        included) is checked, and the connection goes to an address that was checked, so a
+        DNS answer that changes between check and connect (rebinding) cannot reach a private
+        address.
+
+        Raises InvalidArgument (refused URL, body over the policy's `max_bytes`),
+        ConnectionFailed, or UpstreamFailed (timed out after `timeout_s`, by default the
+        policy's, which bounds the whole exchange).
+        """
+        timeout_s = self.policy.timeout_s if timeout_s is None else timeout_s
+        target = _parse(url)
+        shown = f"{method} {_display(target)}"
+        # The Host header always names the URL's host: the one that was checked.
+        sent = {name: value for name, value in (headers or {}).items() if name.lower() != "host"}
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._fetch(
+                    target,
+                    method=method,
+                    headers=sent,
+                    content=content.encode() if isinstance(content, str) else content,
+                    follow_redirects=follow_redirects,
+                )
+        except TimeoutError:
+            raise UpstreamFailed(f"{shown}: timed out after {timeout_s:g}s") from None
+
+    def _session(self, method: str) -> aiohttp.ClientSession:
+        keep = method in IDEMPOTENT
+        session = self._sessions.get(keep)
+        if session is None:
+            # aiohttp's TLS context is built once per process (httpx built one per client,
+            # ~30 ms of the event loop each). trust_env stays off: a proxy from the
+            # environment would connect on our behalf and bypass the address check.
+            connector = aiohttp.TCPConnector(
+                resolver=self._resolver, use_dns_cache=False, limit=0, force_close=not keep
             )
-    except TimeoutError:
-        raise UpstreamFailed(f"{shown}: timed out after {timeout_s:g}s") from None
+            session = aiohttp.ClientSession(connector=connector)
+            self._sessions[keep] = session
+        return session
 
-
-class _CheckedResolver(AbstractResolver):
-    """Name resolution for one fetch's connections: only the addresses the guard checked for
-    the hop's host, so the socket goes where the check looked. (aiohttp asks no resolver
-    for an IP literal; the guard checked that address too.)"""
-
-    def __init__(self) -> None:
-        self.checked: dict[str, list[IpAddress]] = {}
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = self.checked.get(host.lower())
-        if not addresses:
-            raise OSError(f"{host} was not checked")  # never reached: every hop is checked
-        return [
-            ResolveResult(
-                hostname=host,
-                host=str(address),
-                port=port,
-                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-async def _fetch(
-    url: URL,
-    *,
-    method: str,
-    headers: dict[str, str],
-    content: bytes | None,
-    max_bytes: int,
-    allow: Sequence[str],
-    follow_redirects: bool,
-) -> FetchedResponse:
-    resolver = _CheckedResolver()
-    # aiohttp, which the service has loaded for the LLM provider anyway, with its shared TLS
-    # context: httpx built a context per client, ~30 ms of the event loop's time per fetch.
-    # No proxy from the environment (trust_env stays off): a proxy would connect on our
-    # behalf and bypass the address check. Redirects are followed here, each hop checked.
-    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async def _fetch(
+        self,
+        url: URL,
+        *,
+        method: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        follow_redirects: bool,
+    ) -> FetchedResponse:
+        # Redirects are followed here, not by aiohttp, so that every hop is checked.
         for _ in range(MAX_REDIRECTS + 1):
-            resolver.checked[url.raw_host or ""] = await _checked_addresses(url, allow)
+            self._resolver.checked(url, await _checked_addresses(url, self.policy.allow))
             shown = f"{method} {_display(url)}"
             try:
-                response = await session.request(
+                response = await self._session(method).request(
                     method,
                     url,
                     headers=headers,
@@ -198,7 +228,7 @@ async def _fetch(
                     url, method = next_url, next_method
                     continue
                 try:
-                    body = await _read_at_most(response, max_bytes, shown)
+                    body = await _read_at_most(response, self.policy.max_bytes, shown)
                 except aiohttp.ClientError as exc:
                     raise UpstreamFailed(
                         f"{shown}: the connection broke ({type(exc).__name__})"
@@ -210,7 +240,47 @@ async def _fetch(
                     headers=_joined_headers(response.headers.items()),
                     content=body,
                 )
-    raise UpstreamFailed(f"{method} {_display(url)}: more than {MAX_REDIRECTS} redirects")
+        raise UpstreamFailed(f"{method} {_display(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+class _CheckedResolver(AbstractResolver):
+    """Name resolution for an Outbound's new connections: only the addresses the guard
+    checked for the host, just before the request, so the socket goes where the check
+    looked. (aiohttp asks no resolver for an IP literal; the guard checked that address.)
+
+    Concurrent requests to one host may each set its addresses: every set was checked under
+    the same allow-list. A kept-alive connection went to an address checked when it opened."""
+
+    def __init__(self) -> None:
+        self._checked: dict[str, list[IpAddress]] = {}
+
+    def checked(self, url: URL, addresses: list[IpAddress]) -> None:
+        host = (url.raw_host or "").lower()
+        self._checked.pop(host, None)
+        self._checked[host] = addresses
+        if len(self._checked) > _CHECKED_HOSTS:
+            del self._checked[next(iter(self._checked))]  # the host set longest ago
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = self._checked.get(host.lower())
+        if not addresses:
+            raise OSError(f"{host} was not checked")  # never reached: every hop is checked
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, max_bytes: int, shown: str) -> bytes:

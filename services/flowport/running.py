@@ -40,7 +40,7 @@ from flowport.errors import (
     PermissionDenied,
 )
 from flowport.ids import new_id
-from flowport.outbound import FetchPolicy
+from flowport.outbound import FetchPolicy, Outbound
 from flowport.policy import ContentPolicy
 from flowport.settings import Settings
 from flowport.storage import (
@@ -133,7 +133,8 @@ class RunService:
         self._llm = llm
         self._settings = settings
         self._policy = policy or ContentPolicy([])
-        self._fetch = FetchPolicy.from_settings(settings)
+        # Fetched files and http nodes: one client, so their connections are reused.
+        self._outbound = Outbound(FetchPolicy.from_settings(settings))
         # Starts and ends of runs, committed in batches while the service is busy.
         self._writer = RunWriter(db, busy=busy)
         # Published versions never change, so each is parsed and compiled once.
@@ -152,8 +153,9 @@ class RunService:
         self._unlimited: dict[str, float] = {}
 
     async def aclose(self) -> None:
-        """Waits for the run rows already handed to the writer."""
+        """Waits for the run rows already handed to the writer; closes outbound connections."""
         await self._writer.close()
+        await self._outbound.aclose()
 
     def forget_workflow(self, workflow_id: str) -> None:
         """The workflow was published or saved: the next run reads it afresh."""
@@ -186,7 +188,7 @@ class RunService:
         inputs = validate_inputs(specs, raw_input)
         self._policy.check_inputs(inputs)
         # Outside any database session: a slow file server must not hold a connection.
-        inputs = await url_inputs.resolve(specs, inputs, self._fetch)
+        inputs = await url_inputs.resolve(specs, inputs, self._outbound)
         self._policy.check_inputs(
             {name: value.text for name, value in inputs.items() if isinstance(value, FetchedFile)}
         )
@@ -282,7 +284,7 @@ class RunService:
                     default_model=self._settings.llm_model,
                     history=run.history,
                     load_workflow=self._loader(run.owner_id),
-                    fetch_policy=self._fetch,
+                    outbound=self._outbound,
                     # An active content policy watches each token as it comes, so that a
                     # blocked word stops the run before later nodes pass it on.
                     live=not run.blocking or self._policy.active,

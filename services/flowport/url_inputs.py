@@ -32,7 +32,7 @@ class FetchedFile(str):
 
 
 async def resolve(
-    specs: Sequence[InputSpec], inputs: dict[str, Any], policy: outbound.FetchPolicy
+    specs: Sequence[InputSpec], inputs: dict[str, Any], client: outbound.Outbound
 ) -> dict[str, Any]:
     """Checks every image URL and fetches every file, concurrently; any problem is a 400
     naming the input. The LLM provider fetches images itself, so they are only checked."""
@@ -40,18 +40,16 @@ async def resolve(
     names = [n for n, v in inputs.items() if kinds.get(n) in ("image", "file") and v is not None]
     if not names:
         return inputs
-    resolved = await asyncio.gather(*(_resolve(n, inputs[n], kinds[n], policy) for n in names))
+    resolved = await asyncio.gather(*(_resolve(n, inputs[n], kinds[n], client) for n in names))
     return {**inputs, **dict(zip(names, resolved, strict=True))}
 
 
-async def _resolve(name: str, url: str, kind: str, policy: outbound.FetchPolicy) -> str:
+async def _resolve(name: str, url: str, kind: str, client: outbound.Outbound) -> str:
     try:
         if kind == "image":
-            await outbound.check_url(url, allow=policy.allow)
+            await client.check_url(url)
             return url
-        response = await outbound.fetch(
-            url, timeout_s=policy.timeout_s, max_bytes=policy.max_bytes, allow=policy.allow
-        )
+        response = await client.fetch(url)
     except FlowportError as error:
         # Refused, too large, timed out or unreachable: all the caller's URL, so all 400.
         raise InvalidArgument(f"input.{name}: {error.message}") from None

@@ -4,8 +4,10 @@
 N fetches, one after another, of a small answer from a local HTTP server (in a thread of
 this process), while a task that sleeps 1 ms at a time watches the loop: the longest gap
 between its wake-ups is how long every other run and stream in the process would have been
-held. To compare a commit, put its tree first: `PYTHONPATH=<worktree>/services:. python -m
-tests.bench.fetch_stall`."""
+held. First through `fetch` (a connection per call), then through one `Outbound`, as the
+service fetches (idempotent calls keep their connection). To compare a commit, put its tree
+first: `PYTHONPATH=<worktree>/services:. python -m tests.bench.fetch_stall` (before
+`Outbound`, 2026-12, only the first figure)."""
 
 from __future__ import annotations
 
@@ -13,21 +15,29 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from flowport.outbound import fetch
+from flowport import outbound
 from tests.fakes.fake_http import FakeHttp
 
 TICK_S = 0.001
 
 
-async def measure(count: int) -> dict[str, float]:
+Fetch = Callable[[str], Awaitable[outbound.FetchedResponse]]
+
+
+def one_off(url: str) -> Awaitable[outbound.FetchedResponse]:
+    return outbound.fetch(url, timeout_s=5, max_bytes=10_000, allow=["127.0.0.1"])
+
+
+async def measure(count: int, fetch: Fetch) -> dict[str, float]:
     with FakeHttp() as http:
         url = http.url("/text")
 
         async def one() -> None:
-            answer = await fetch(url, timeout_s=5, max_bytes=10_000, allow=["127.0.0.1"])
+            answer = await fetch(url)
             if answer.text != "plain text":
                 raise RuntimeError(f"the fetch answered {answer.status} {answer.text!r}")
 
@@ -59,14 +69,23 @@ async def measure(count: int) -> dict[str, float]:
     }
 
 
+async def measure_both(count: int) -> dict[str, dict[str, float]]:
+    figures = {"fetch, a connection per call": await measure(count, one_off)}
+    if hasattr(outbound, "Outbound"):
+        async with outbound.Outbound(outbound.FetchPolicy(allow=("127.0.0.1",))) as client:
+            figures["one Outbound, as the service"] = await measure(count, client.fetch)
+    return figures
+
+
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    figures = uvloop.run(measure(count))
-    print(
-        f"{count} fetches: {figures['loop_cpu_ms']:.2f} ms of the event loop's CPU and"
-        f" {figures['wall_ms']:.2f} ms each; a {TICK_S * 1e3:g} ms ticker's longest gap"
-        f" {figures['longest_gap_ms']:.1f} ms (median {figures['median_gap_ms']:.2f} ms)"
-    )
+    for name, figures in uvloop.run(measure_both(count)).items():
+        print(
+            f"{name}: {count} fetches, {figures['loop_cpu_ms']:.2f} ms of the event loop's"
+            f" CPU and {figures['wall_ms']:.2f} ms each; a {TICK_S * 1e3:g} ms ticker's"
+            f" longest gap {figures['longest_gap_ms']:.1f} ms (median"
+            f" {figures['median_gap_ms']:.2f} ms)"
+        )
     return 0
 
 

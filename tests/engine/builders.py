@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from flowport.engine.inputs import validate_inputs
 from flowport.engine.llm import ChatMessage, LlmClient
 from flowport.engine.nodes import WorkflowLoader
 from flowport.engine.runner import events_of, execute
-from flowport.outbound import FetchPolicy
+from flowport.outbound import FetchPolicy, Outbound
 
 # The engine tests' HTTP API listens on 127.0.0.1, which the SSRF guard refuses by default.
 LOCAL_POLICY = FetchPolicy(allow=("127.0.0.1",))
@@ -32,7 +33,7 @@ def compiled(data: dict[str, Any]) -> CompiledWorkflow:
     return compile_workflow(parse_definition(data))
 
 
-def batches(
+async def batches(
     workflow: CompiledWorkflow,
     inputs: dict[str, Any],
     *,
@@ -42,19 +43,24 @@ def batches(
     fetch_policy: FetchPolicy = LOCAL_POLICY,
     live: bool = True,
 ) -> AsyncGenerator[list[RunEvent], None]:
-    """The events of one run in the batches `execute` gives them."""
-    return execute(
-        workflow,
-        run_id="run_1",
-        inputs=validate_inputs(workflow.in_node.inputs, inputs),
-        session_id="s1",
-        llm=llm,
-        default_model="default-model",
-        history=history,
-        load_workflow=load_workflow,
-        fetch_policy=fetch_policy,
-        live=live,
-    )
+    """The events of one run in the batches `execute` gives them; the run's outbound HTTP
+    client is closed when the run is."""
+    async with Outbound(fetch_policy) as outbound:
+        run = execute(
+            workflow,
+            run_id="run_1",
+            inputs=validate_inputs(workflow.in_node.inputs, inputs),
+            session_id="s1",
+            llm=llm,
+            default_model="default-model",
+            history=history,
+            load_workflow=load_workflow,
+            outbound=outbound,
+            live=live,
+        )
+        async with contextlib.aclosing(run):
+            async for batch in run:
+                yield batch
 
 
 def events(

@@ -18,6 +18,8 @@ class Seen:
     query: dict[str, str]
     headers: dict[str, str]
     body: str
+    # The client's port: requests on one kept-alive connection share it.
+    client_port: int = 0
 
 
 class FakeHttp(ThreadedServer):
@@ -33,7 +35,8 @@ class FakeHttp(ThreadedServer):
       then 200 "together"; `max_in_flight` tells how many overlapped
     - `/hang`: never answers until release(); counts clients that leave (`disconnects`)
 
-    Records every request in `requests`.
+    Records every request in `requests`; `drop_connections()` closes every open
+    connection, as a server does with idle kept-alive ones.
     """
 
     thread_name = "fake-http"
@@ -51,6 +54,7 @@ class FakeHttp(ThreadedServer):
         self._gate: asyncio.Event | None = None
         self._all_in: asyncio.Event | None = None
         self.base_url = ""
+        self._transports: set[asyncio.BaseTransport] = set()
 
     def start(self) -> str:
         self.base_url = f"http://127.0.0.1:{self.start_server()}"
@@ -68,6 +72,16 @@ class FakeHttp(ThreadedServer):
             self._disconnects = 0
             self.together_parties = 2
         self.run(self._new_gate())
+
+    def drop_connections(self) -> None:
+        """Closes every connection a request came on, and waits until that is done."""
+
+        async def drop() -> None:
+            for transport in self._transports:
+                transport.close()
+            self._transports.clear()
+
+        self.run(drop())
 
     def release(self) -> None:
         """Lets `/together` and `/hang` requests answer."""
@@ -112,12 +126,17 @@ class FakeHttp(ThreadedServer):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.text()
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if transport is not None:
+            self._transports.add(transport)
         seen = Seen(
             method=request.method,
             path=request.path,
             query=dict(request.query),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
+            client_port=peer[1] if peer else 0,
         )
         with self._changed:
             self._requests.append(seen)

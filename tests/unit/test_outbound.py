@@ -10,7 +10,14 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from flowport.errors import InvalidArgument, UpstreamFailed
-from flowport.outbound import ConnectionFailed, FetchedResponse, FetchPolicy, check_url, fetch
+from flowport.outbound import (
+    ConnectionFailed,
+    FetchedResponse,
+    FetchPolicy,
+    Outbound,
+    check_url,
+    fetch,
+)
 from flowport.settings import Settings
 from tests.fakes.fake_http import FakeHttp
 from tests.integration.stack import REPO
@@ -177,6 +184,43 @@ async def test_a_closed_port_is_a_connection_failure() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(ConnectionFailed, match="could not connect"):
         await get(f"http://127.0.0.1:{port}/")
+
+
+async def test_idempotent_fetches_keep_their_connection_and_others_do_not(
+    http: FakeHttp,
+) -> None:
+    async with Outbound(FetchPolicy(allow=tuple(LOCAL))) as client:
+        for method in ("GET", "PUT", "POST", "POST", "GET", "PATCH"):
+            answer = await client.fetch(http.url("/echo"), method=method, content="x")
+            assert answer.status == 200
+    ports = {seen.method: set() for seen in http.requests}
+    for seen in http.requests:
+        ports[seen.method].add(seen.client_port)
+    # GET and PUT came on one connection; each POST and the PATCH on a new one of its own.
+    assert ports["GET"] == ports["PUT"] and len(ports["GET"]) == 1
+    assert len(ports["POST"]) == 2 and len(ports["POST"] | ports["PATCH"] | ports["GET"]) == 4
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced(http: FakeHttp) -> None:
+    async with Outbound(FetchPolicy(allow=tuple(LOCAL))) as client:
+        assert (await client.fetch(http.url("/text"))).text == "plain text"
+        # As a server closes idle kept-alive connections after its own timeout.
+        http.drop_connections()
+        assert (await client.fetch(http.url("/text"))).text == "plain text"
+    first, second = http.requests
+    assert first.client_port != second.client_port
+
+
+async def test_the_client_applies_its_policy(http: FakeHttp) -> None:
+    async with Outbound(FetchPolicy(allow=tuple(LOCAL), max_bytes=1000)) as client:
+        with pytest.raises(InvalidArgument, match="response larger than 1000 bytes"):
+            await client.fetch(http.url("/big/5000"))
+        await client.check_url(http.url("/echo"))
+    async with Outbound(FetchPolicy()) as client:
+        with pytest.raises(InvalidArgument, match="loopback"):
+            await client.fetch(http.url("/echo"))
+        with pytest.raises(InvalidArgument, match="loopback"):
+            await client.check_url(http.url("/echo"))
 
 
 def test_the_policy_comes_from_settings_and_the_environment(

@@ -27,7 +27,7 @@ from flowport.engine.nodes import ELSE, EXECUTORS, NodeContext, WorkflowLoader
 from flowport.engine.nodes.base import restated
 from flowport.engine.nodes.workflow_node import TooDeep
 from flowport.errors import DeadlineExceeded, FlowportError
-from flowport.outbound import FetchPolicy
+from flowport.outbound import Outbound
 
 # How deep workflow nodes may nest runs: a workflow calling itself ends here.
 MAX_DEPTH = 5
@@ -43,7 +43,7 @@ async def execute(
     default_model: str,
     history: Sequence[ChatMessage] = (),
     load_workflow: WorkflowLoader | None = None,
-    fetch_policy: FetchPolicy | None = None,
+    outbound: Outbound,
     max_depth: int = MAX_DEPTH,
     depth: int = 0,
     live: bool = True,
@@ -59,7 +59,8 @@ async def execute(
     stopped.
 
     `load_workflow` finds the workflows that workflow nodes run (without it they fail);
-    `fetch_policy` bounds http nodes; `depth` is how deep in workflow nodes this run is.
+    http nodes call through `outbound` (its owner closes it); `depth` is how deep in
+    workflow nodes this run is.
     Not `live`: every event in one batch once the run is over, for a consumer that waits
     for the outcome anyway; the run then executes in the consumer's own task, which
     saves a task and a wake-up per run (a cancelled consumer cancels it all the same).
@@ -73,7 +74,7 @@ async def execute(
         default_model=default_model,
         history=history,
         load_workflow=load_workflow,
-        fetch_policy=fetch_policy or FetchPolicy(),
+        outbound=outbound,
         max_depth=max_depth,
         depth=depth,
     )
@@ -116,7 +117,7 @@ class _Run:
         default_model: str,
         history: Sequence[ChatMessage],
         load_workflow: WorkflowLoader | None,
-        fetch_policy: FetchPolicy,
+        outbound: Outbound,
         max_depth: int,
         depth: int,
     ) -> None:
@@ -128,7 +129,7 @@ class _Run:
         self.default_model = default_model
         self.history = history
         self.load_workflow = load_workflow
-        self.fetch_policy = fetch_policy
+        self.outbound = outbound
         self.max_depth = max_depth
         self.depth = depth
         # Unbounded: a node never waits for a slow client; the stream is what it is.
@@ -248,7 +249,7 @@ class _Run:
             llm=self.llm,
             default_model=self.default_model,
             history=self.history,
-            fetch_policy=self.fetch_policy,
+            outbound=self.outbound,
             load_workflow=self.load_workflow,
             run_workflow=self._child_run,
         )
@@ -317,7 +318,7 @@ class _Run:
             default_model=self.default_model,
             history=self.history,
             load_workflow=self.load_workflow,
-            fetch_policy=self.fetch_policy,
+            outbound=self.outbound,
             max_depth=self.max_depth,
             depth=self.depth + 1,
         )

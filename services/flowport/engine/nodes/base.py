@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from flowport.engine import templating
 from flowport.engine.llm import ChatMessage, LlmClient
 from flowport.errors import FlowportError
-from flowport.outbound import FetchPolicy
+from flowport.outbound import Outbound
 
 if TYPE_CHECKING:
     from flowport.engine.definition import CompiledWorkflow
@@ -104,7 +104,8 @@ class NodeContext:
     expressions: Mapping[str, jinja2.environment.TemplateExpression] = field(default_factory=dict)
     # Ancestors that were skipped (on branches not taken): undefined in templates.
     skipped: frozenset[str] = frozenset()
-    fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
+    # http nodes call through it; the run's owner closes it.
+    outbound: Outbound = field(default_factory=Outbound)
     load_workflow: WorkflowLoader | None = None
     # Runs another workflow one level deeper; its events end with RunSucceeded or
     # RunFailed. Raises when the nesting would be too deep.

@@ -17,11 +17,9 @@ from tenacity import (
 
 from flowport.engine.nodes.base import NodeConfig, NodeContext, NodeOutput
 from flowport.errors import InvalidArgument, UpstreamFailed
-from flowport.outbound import ConnectionFailed, FetchedResponse, fetch, redacted
+from flowport.outbound import IDEMPOTENT, ConnectionFailed, FetchedResponse, redacted
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-# Repeating these cannot do something twice (RFC 9110, 9.2.2), so only these are retried.
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # 0.5 s, 1 s, 2 s, ... between attempts; tests replace it.
 BACKOFF = wait_exponential(multiplier=0.5, max=8)
 _MAX_ERROR_BODY = 200
@@ -74,7 +72,7 @@ async def run(node: HttpNode, ctx: NodeContext) -> NodeOutput:
     # Header values and the query stay out of the run record: API keys go there.
     ctx.node_inputs = {"method": node.method, "url": redacted(url), "headers": sorted(headers)}
 
-    policy = ctx.fetch_policy
+    # Repeating an idempotent request cannot do something twice, so only those are retried.
     attempts = 1 + (node.retries if node.method in IDEMPOTENT else 0)
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts),
@@ -85,14 +83,12 @@ async def run(node: HttpNode, ctx: NodeContext) -> NodeOutput:
         reraise=True,
     )
     response: FetchedResponse = await retrying(
-        fetch,
+        ctx.outbound.fetch,
         url,
         method=node.method,
         headers=headers,
         content=content,
         timeout_s=node.timeout_s,
-        max_bytes=policy.max_bytes,
-        allow=policy.allow,
     )
     if node.fail_on_status and not 200 <= response.status < 300:
         body = response.text.strip()
