@@ -79,6 +79,19 @@ async def test_only_http_and_https_are_fetched(url: str) -> None:
         await check_url(url, allow=["127.0.0.1", "example.com"])
 
 
+@pytest.mark.parametrize(
+    "url", ["http://exa mple.com/", "http://[::1", "http://example.com:99999/", "http://a..b/"]
+)
+async def test_malformed_urls_are_refused(url: str) -> None:
+    with pytest.raises(InvalidArgument, match="not a valid URL"):
+        await check_url(url, allow=["127.0.0.1"])
+
+
+async def test_an_unknown_host_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match=r"cannot resolve host 'no-such-host\.invalid'"):
+        await check_url("https://no-such-host.invalid/", allow=[])
+
+
 async def test_public_addresses_and_allowed_ones_pass() -> None:
     await check_url("https://93.184.216.34/path?q=1", allow=[])
     await check_url("http://10.1.2.3/", allow=["10.0.0.0/8"])
