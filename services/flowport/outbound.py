@@ -199,7 +199,7 @@ class Outbound:
     ) -> FetchedResponse:
         # Redirects are followed here, not by aiohttp, so that every hop is checked.
         for _ in range(MAX_REDIRECTS + 1):
-            self._resolver.checked(url, await _checked_addresses(url, self.policy.allow))
+            self._resolver.remember(url, await _checked_addresses(url, self.policy.allow))
             shown = f"{method} {_display(url)}"
             try:
                 response = await self._session(method).request(
@@ -254,7 +254,8 @@ class _CheckedResolver(AbstractResolver):
     def __init__(self) -> None:
         self._checked: dict[str, list[IpAddress]] = {}
 
-    def checked(self, url: URL, addresses: list[IpAddress]) -> None:
+    def remember(self, url: URL, addresses: list[IpAddress]) -> None:
+        """The addresses checked for the URL's host, which its next connections go to."""
         host = (url.raw_host or "").lower()
         self._checked.pop(host, None)
         self._checked[host] = addresses

@@ -99,13 +99,13 @@ class NodeContext:
     emit_token: Callable[[str, str | None], None]
     llm: LlmClient | None
     default_model: str
+    # http nodes call through it; whoever runs the workflow owns and closes it.
+    outbound: Outbound
     # The session's earlier turns, oldest first, user/assistant pairs; for memory=true.
     history: Sequence[ChatMessage] = ()
     expressions: Mapping[str, jinja2.environment.TemplateExpression] = field(default_factory=dict)
     # Ancestors that were skipped (on branches not taken): undefined in templates.
     skipped: frozenset[str] = frozenset()
-    # http nodes call through it; the run's owner closes it.
-    outbound: Outbound = field(default_factory=Outbound)
     load_workflow: WorkflowLoader | None = None
     # Runs another workflow one level deeper; its events end with RunSucceeded or
     # RunFailed. Raises when the nesting would be too deep.
