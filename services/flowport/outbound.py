@@ -88,25 +88,6 @@ async def check_url(url: str, *, allow: Sequence[str]) -> None:
     await _checked_addresses(_parse(url), allow)
 
 
-async def fetch(
-    url: str,
-    *,
-    method: str = "GET",
-    headers: Mapping[str, str] | None = None,
-    content: bytes | str | None = None,
-    timeout_s: float,
-    max_bytes: int,
-    allow: Sequence[str],
-    follow_redirects: bool = True,
-) -> FetchedResponse:
-    """`Outbound.fetch` through a client of its own, closed after it (no connection kept)."""
-    policy = FetchPolicy(allow=tuple(allow), max_bytes=max_bytes, timeout_s=timeout_s)
-    async with Outbound(policy) as client:
-        return await client.fetch(
-            url, method=method, headers=headers, content=content, follow_redirects=follow_redirects
-        )
-
-
 class Outbound:
     """Outbound HTTP under one FetchPolicy (a service's http nodes and fetched files).
 

@@ -28,8 +28,14 @@ TICK_S = 0.001
 Fetch = Callable[[str], Awaitable[outbound.FetchedResponse]]
 
 
-def one_off(url: str) -> Awaitable[outbound.FetchedResponse]:
-    return outbound.fetch(url, timeout_s=5, max_bytes=10_000, allow=["127.0.0.1"])
+async def one_off(url: str) -> outbound.FetchedResponse:
+    """A fetch through a client used once, as every fetch was before `Outbound`."""
+    if not hasattr(outbound, "Outbound"):  # a tree from before 2026-12-04's 15ed7fc
+        return await outbound.fetch(  # type: ignore[attr-defined,no-any-return]
+            url, timeout_s=5, max_bytes=10_000, allow=["127.0.0.1"]
+        )
+    async with outbound.Outbound(outbound.FetchPolicy(allow=("127.0.0.1",))) as client:
+        return await client.fetch(url)
 
 
 async def measure(count: int, fetch: Fetch) -> dict[str, float]:

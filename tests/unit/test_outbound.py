@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,6 @@ from flowport.outbound import (
     FetchPolicy,
     Outbound,
     check_url,
-    fetch,
 )
 from flowport.settings import Settings
 from tests.fakes.fake_http import FakeHttp
@@ -36,6 +36,15 @@ def http(server: FakeHttp) -> Iterator[FakeHttp]:
     server.reset()
     yield server
     server.reset()
+
+
+async def fetch(
+    url: str, *, timeout_s: float, max_bytes: int, allow: Sequence[str], **request: Any
+) -> FetchedResponse:
+    """One request through a client of its own, closed after it."""
+    policy = FetchPolicy(allow=tuple(allow), max_bytes=max_bytes, timeout_s=timeout_s)
+    async with Outbound(policy) as client:
+        return await client.fetch(url, **request)
 
 
 async def get(

@@ -24,11 +24,12 @@ from tests.integration.stack import REPO
 FETCH = """
 import asyncio, json, sys
 from flowport.errors import FlowportError
-from flowport.outbound import fetch
+from flowport.outbound import FetchPolicy, Outbound
 
 async def main():
     try:
-        answer = await fetch(sys.argv[1], timeout_s=5, max_bytes=1000, allow=["localhost"])
+        async with Outbound(FetchPolicy(allow=("localhost",), timeout_s=5)) as client:
+            answer = await client.fetch(sys.argv[1])
         print(json.dumps({"status": answer.status, "text": answer.text}))
     except FlowportError as error:
         print(json.dumps({"error": type(error).__name__, "message": error.message}))
