@@ -1,20 +1,38 @@
 # The one entry point: a person and CI type the same targets.
+# Everything is installed from locks: Python packages from uv.lock (by the uv that
+# requirements-uv.txt pins), npm tools from package-lock.json. `make lock` and `make upgrade`
+# are the only ways the locks move.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# uv installs into .venv with the interpreter that made it, and never asks it to move the lock.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint generate check-generated bench bench-versus bench-run-path clean
+.PHONY: run test lint lock upgrade generate check-generated test-services bench bench-versus \
+	bench-run-path bench-tools clean
 
-$(BIN)/flowport: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(UV): requirements-uv.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-uv.txt
+	touch $@
+
+# --locked: fails, instead of resolving anew, when pyproject.toml and uv.lock disagree.
+$(BIN)/flowport: pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --quiet
 	touch $@
 
 venv: $(BIN)/flowport
 
-# Python code generated from proto/ lives in services/flowport/v1 and is committed;
-# `make check-generated` proves it is current.
+node_modules/.bin/buf: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Python code and Envoy's descriptor set generated from proto/ live in services/flowport/v1
+# and are committed; `make check-generated` proves they are current.
 generate: $(BIN)/flowport
 	$(BIN)/python -m flowport.protos
 
@@ -25,26 +43,40 @@ run: $(BIN)/flowport
 	$(BIN)/flowport demo
 	$(BIN)/flowport serve
 
-test: $(BIN)/flowport
+# PostgreSQL and Redis: the running ones when they answer, else the tests start their own
+# (tests/services.py); this only makes sure the Redis server binary is there for that.
+test-services: $(BIN)/flowport
+	$(BIN)/python -m tests.services --prepare
+
+test: $(BIN)/flowport test-services
 	$(BIN)/pytest -q
 
 lint: $(BIN)/flowport node_modules/.bin/buf
+	$(UV) lock --check --quiet
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
-	$(BIN)/python -m flowport.protos --descriptor-set build/lint.binpb
-	# buf reads the descriptor set as an image: googleapis comes from the wheel, not from the BSR.
-	node_modules/.bin/buf lint build/lint.binpb --path flowport
 	$(MAKE) check-generated
+	# buf reads the (current) descriptor set as an image: googleapis comes from the wheel, not
+	# from the BSR.
+	node_modules/.bin/buf lint services/flowport/v1/flowport.binpb --path flowport
 
-node_modules/.bin/buf:
-	npm install --no-save --no-audit --no-fund @bufbuild/buf@1
+# After editing dependencies in pyproject.toml or package.json: re-resolve what changed only.
+lock: $(UV)
+	$(UV) lock
+	npm install --package-lock-only --no-audit --no-fund --loglevel=error
+
+# Every dependency to its newest allowed release (then `make generate` and `make test`).
+upgrade: $(UV)
+	$(UV) lock --upgrade
+	npm install --package-lock-only --save-exact --no-audit --no-fund --loglevel=error \
+		$$(node -p "Object.keys(require('./package.json').devDependencies).map(n => n + '@latest').join(' ')")
 
 # BENCH_RUNS=N runs per figure (3), BENCH_QUICK=1 a short smoke run; results in .flowport/bench.json.
 bench: $(BIN)/flowport bench-tools
 	$(BIN)/python -m tests.bench
 
-# The blocking figures of this checkout against commit BASE, both running at once (README, Performance).
+# The blocking figures of this checkout against commit BASE, both running at once (docs/performance.md).
 bench-versus: $(BIN)/flowport bench-tools
 	$(BIN)/python -m tests.bench.versus $(or $(BASE),$(error set BASE=<commit>))
 
@@ -53,9 +85,8 @@ bench-run-path: $(BIN)/flowport
 	$(BIN)/python -m tests.bench.run_path $(or $(BASE),$(error set BASE=<commit>))
 
 # wrk, the bench's HTTP load generator, from Debian's packages (make runs as root here).
-.PHONY: bench-tools
 bench-tools:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 clean:
-	rm -rf $(VENV) .flowport node_modules
+	rm -rf $(VENV) $(TOOLS) .flowport node_modules build

@@ -6,7 +6,7 @@ import warnings
 from flowport.v1 import flowai_pb2 as flowport_dot_v1_dot_flowai__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

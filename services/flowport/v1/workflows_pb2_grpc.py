@@ -5,7 +5,7 @@ import warnings
 
 from flowport.v1 import workflows_pb2 as flowport_dot_v1_dot_workflows__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -69,7 +69,7 @@ class WorkflowsServicer:
     """
 
     def CreateWorkflow(self, request, context):
-        """Saves a new workflow as a draft. The body is the definition (API.md, "Workflow definition").
+        """Saves a new workflow as a draft. The body is the definition (docs/api.md, "Workflow definition").
         Errors: INVALID_ARGUMENT (the definition is invalid; the message names the problem:
         unknown node type, dangling edge, duplicate id, cycle, template syntax), UNAUTHENTICATED,
         PERMISSION_DENIED.
