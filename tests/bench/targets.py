@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 
 from flowport.demo import seed
-from flowport.envoy import EnvoyProcess, descriptor_path, write_config
-from flowport.protos import build_descriptor_set
+from flowport.envoy import EnvoyProcess, write_config
 from flowport.settings import Settings
 from flowport.storage import Database
 from tests.bench import procs
@@ -143,14 +142,9 @@ class Ceiling:
             admin_port=self.admin_port,
             grpc_port=self.grpc_port,
             data_dir=self.data_dir,
-            # Envoy's shared memory is keyed by base id: never the stack's.
-            envoy_base_id=self.admin_port,
         )
-        await asyncio.to_thread(build_descriptor_set, descriptor_path(settings))
         config = await asyncio.to_thread(write_config, settings, grpc_ports=[self.grpc_port])
-        self._envoy = EnvoyProcess(
-            config, base_id=settings.envoy_base_id, log_path=self.data_dir / "envoy.log"
-        )
+        self._envoy = EnvoyProcess(config, log_path=self.data_dir / "envoy.log")
         await self._envoy.start()
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(base_url=self.base_url, timeout=1) as client:

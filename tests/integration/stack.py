@@ -67,6 +67,9 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # `flowport serve --workers N`: N service processes on grpc_port, grpc_port + 1, ...
     workers: int = 1
+    # The `flowport` to run, and where: this checkout's by default.
+    executable: Path = FLOWPORT
+    cwd: Path = REPO
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
@@ -96,8 +99,6 @@ class Stack:
             "FLOWPORT_ADMIN_PORT": str(self.admin_port),
             "FLOWPORT_DATA_DIR": str(self.data_dir),
             "DATABASE_URL": self.database_url,
-            # Envoy's shared memory is keyed by base id: one per stack, so stacks never clash.
-            "FLOWPORT_ENVOY_BASE_ID": str(self.admin_port),
             "FLOWPORT_SHUTDOWN_GRACE_S": "2",
             **self.extra_env,
         }
@@ -113,10 +114,12 @@ class Stack:
     def start(self, timeout_s: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "serve.log").open("ab")
-        command = [str(FLOWPORT), "serve"]
+        command = [str(self.executable), "serve"]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
-        self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=log, cwd=REPO)
+        self.process = subprocess.Popen(
+            command, env=self.env(), stdout=log, stderr=log, cwd=self.cwd
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -143,9 +146,9 @@ class Stack:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`flowport ARGS...` against this stack's database, as a user would type it."""
         return subprocess.run(
-            [str(FLOWPORT), *args],
+            [str(self.executable), *args],
             env=self.env(),
-            cwd=REPO,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=60,

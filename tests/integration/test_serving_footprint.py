@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from tests.integration.stack import Stack
 
 
-def test_protoc_builds_envoys_descriptors_in_a_child_not_in_the_serving_process(
+def test_the_serving_process_runs_no_protoc_and_envoy_gets_the_shipped_descriptors(
     stack: Stack,
 ) -> None:
-    # Loaded into the serving process, protoc (grpc_tools) would hold ~9 MiB of its memory for
-    # a file written once per start (README, Performance).
+    # The descriptor set is generated with the code (`make generate`) and shipped as package
+    # data: protoc (grpc_tools, a development dependency) never loads in a serving process.
     assert stack.process is not None
     maps = Path(f"/proc/{stack.process.pid}/maps").read_text()
     assert "cygrpc" in maps  # the serving process itself, with grpc loaded
     assert "_protoc_compiler" not in maps
-    assert (stack.data_dir / "envoy" / "flowport.pb").stat().st_size > 0
+    shipped = resources.files("flowport.v1").joinpath("flowport.binpb").read_bytes()
+    assert (stack.data_dir / "envoy" / "flowport.binpb").read_bytes() == shipped

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import make_url
 
 from flowport.auth import Authenticator
 from flowport.engine import LlmClient, create_llm_client
-from flowport.envoy import EnvoyProcess, descriptor_path, write_config
+from flowport.envoy import EnvoyProcess, write_config
 from flowport.policy import ContentPolicy
-from flowport.protos import build_descriptor_set
 from flowport.ratelimit import RateLimiter
 from flowport.running import RunService
 from flowport.server.context import Services
@@ -111,23 +111,16 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-async def prepare_to_serve(settings: Settings) -> None:
-    """What `flowport serve` does once before it serves: the database's migration and
-    recovery, and Envoy's descriptor set of the services."""
-    await prepare_database(settings)
-    build_descriptor_set(descriptor_path(settings))
-
-
 async def prepare_in_child() -> None:
-    """`prepare_to_serve` in a process of its own (`flowport serve --prepare-only`), so that
-    Alembic, protoc and the memory they used never stay in the serving process (-13 MiB for
-    the migration, -9 MiB for protoc); raises if it failed (its log says why)."""
+    """`prepare_database` in a process of its own (`flowport serve --prepare-only`), so that
+    Alembic and the memory it used never stay in the serving process; raises if it failed
+    (its log says why)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "flowport.cli", "serve", "--prepare-only"
     )
     if await child.wait() != 0:
         raise RuntimeError(
-            f"preparing to serve (migration, descriptors) failed (exit code {child.returncode})"
+            f"preparing the database (migration, recovery) failed (exit code {child.returncode})"
         )
 
 
@@ -215,17 +208,10 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         _tune_garbage_collector()
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
-            base_id=settings.envoy_base_id,
             log_path=settings.data_dir / "envoy.log",
         )
         await envoy.start()
-        log.info(
-            "serving: REST and gRPC on http://%s:%d (Envoy), gRPC service on %s:%d",
-            settings.host,
-            settings.http_port,
-            settings.host,
-            flowport.port,
-        )
+        _announce(settings, [flowport.port])
         envoy_exit = asyncio.ensure_future(envoy.wait())
         stop_wait = asyncio.ensure_future(stop.wait())
         await asyncio.wait({envoy_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -238,6 +224,18 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         await flowport.stop(settings.shutdown_grace_s)
         await envoy.stop()
         return code
+
+
+def _announce(settings: Settings, grpc_ports: list[int]) -> None:
+    """The lines a person starting the service wants: where it listens, on what database."""
+    host = settings.host
+    workers = len(grpc_ports)
+    ports = str(grpc_ports[0]) if workers == 1 else f"{grpc_ports[0]}-{grpc_ports[-1]}"
+    database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
+    log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
+    log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+    log.info("database %s", database)
 
 
 async def serve_worker(settings: Settings, port: int) -> int:
@@ -265,19 +263,10 @@ async def _supervise(settings: Settings, workers: int) -> int:
             )
             envoy = EnvoyProcess(
                 write_config(settings, grpc_ports=ports),
-                base_id=settings.envoy_base_id,
                 log_path=settings.data_dir / "envoy.log",
             )
             await envoy.start()
-            log.info(
-                "serving: REST and gRPC on http://%s:%d (Envoy), %d gRPC workers on %s:%d-%d",
-                settings.host,
-                settings.http_port,
-                workers,
-                settings.host,
-                ports[0],
-                ports[-1],
-            )
+            _announce(settings, ports)
             exits = {asyncio.ensure_future(c.wait()): f"worker pid {c.pid}" for c in children}
             exits[asyncio.ensure_future(envoy.wait())] = "envoy"
             stop_wait = asyncio.ensure_future(stop.wait())
