@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import make_url
 
 from flowport.demo import BMI
 from tests.fakes.fake_llm import FakeLlm
@@ -15,17 +16,16 @@ from tests.integration.client import Api
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.postgres
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
+def database(postgres_url: str) -> Iterator[str]:
     """A database of its own, dropped afterwards."""
     name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+    yield str(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -266,10 +266,12 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.fixture
-def two_replicas(tmp_path: Path, fake_llm_server: FakeLlm) -> Iterator[tuple[Stack, Stack]]:
+def two_replicas(
+    tmp_path: Path, fake_llm_server: FakeLlm, redis_url: str
+) -> Iterator[tuple[Stack, Stack]]:
     """Two Flowport replicas on one database, sharing rate limits through Redis."""
     database = f"sqlite:///{tmp_path / 'shared.db'}"
-    shared = {"FLOWPORT_REDIS_URL": "redis://127.0.0.1:6379", "FLOWPORT_RATE_LIMIT_PER_KEY": "5"}
+    shared = {"FLOWPORT_REDIS_URL": redis_url, "FLOWPORT_RATE_LIMIT_PER_KEY": "5"}
     replicas = tuple(
         Stack(
             data_dir=tmp_path / name,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from flowport.ids import random_token
 from flowport.storage import Account, Database, get_or_create_account
 
-POSTGRES_URL = os.environ.get(
-    "FLOWPORT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
 
 @dataclass(frozen=True)
 class Target:
@@ -32,17 +27,21 @@ class Target:
         return Database.connect(self.url, connect_args=self.connect_args)
 
 
-def _postgres_schema() -> Iterator[Target]:
+def _postgres_schema(url: str) -> Iterator[Target]:
     # A schema per test, found through search_path, so tests never share tables.
     schema = f"test_{random_token(12).lower()}"
-    admin_url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin_url, autocommit=True) as connection:
+    with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     try:
-        yield Target(POSTGRES_URL, {"options": f"-c search_path={schema}"})
+        yield Target(url, {"options": f"-c search_path={schema}"})
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
+        with psycopg.connect(url, autocommit=True) as connection:
             connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# Narrows a test taking `db` to SQLite's file (the `target` parameter), for behaviour that
+# only SQLite has.
+SQLITE_ONLY = pytest.mark.parametrize("target", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(
@@ -56,7 +55,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         # A subdirectory that does not exist yet: Database.connect creates it.
         yield Target(f"sqlite:///{tmp_path / 'data' / 'flowport.db'}")
     else:
-        yield from _postgres_schema()
+        yield from _postgres_schema(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

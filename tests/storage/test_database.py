@@ -23,7 +23,7 @@ from flowport.storage import (
 )
 from flowport.storage.database import alembic_config, normalize_url
 
-from .conftest import Target
+from .conftest import SQLITE_ONLY, Target
 
 
 @pytest.mark.parametrize(
@@ -89,9 +89,8 @@ async def test_migrations_match_the_models(db: Database):
         assert await connection.run_sync(differences) == []
 
 
+@SQLITE_ONLY
 async def test_sqlite_connections_enforce_foreign_keys_and_use_wal(db: Database):
-    if db.url.get_backend_name() != "sqlite":
-        pytest.skip("SQLite pragmas")
     async with db.engine.connect() as connection:
         assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
         assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"

@@ -33,6 +33,8 @@ from flowport.storage import (
 )
 from flowport.storage.sqlite_writes import CHECKPOINT_EVERY, _TakeTurns, _WriterThread
 
+from .conftest import SQLITE_ONLY
+
 
 @pytest.fixture
 async def workflow(session: AsyncSession, account: Account) -> Workflow:
@@ -212,11 +214,10 @@ async def test_closing_the_writer_commits_delayed_starts(
     assert run.status == "running"
 
 
+@SQLITE_ONLY  # the engine's pool holds one connection on SQLite only
 async def test_a_write_on_sqlite_does_not_wait_for_the_engines_connection(
     db: Database, account: Account, workflow: Workflow
 ):
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("the engine's pool holds one connection on SQLite only")
     writer = RunWriter(db)
     async with db.session() as reading:
         # A read transaction keeps the engine's one SQLite connection checked out.
@@ -368,8 +369,6 @@ async def test_the_writer_thread_runs_calls_in_order_and_finishes_a_cancelled_on
 
 
 def _sqlite_path(db: Database) -> Path:
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("the run writer's own connections are SQLite's")
     assert db.engine.url.database
     return Path(db.engine.url.database)
 
@@ -405,6 +404,7 @@ async def _write_while_held(
     await writer.close()
 
 
+@SQLITE_ONLY  # the run writer's own connections are SQLite's
 async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
     db: Database, account: Account, workflow: Workflow
 ):
@@ -423,6 +423,7 @@ async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
     await _write_while_held(db, account, workflow, hold_the_write_lock)
 
 
+@SQLITE_ONLY  # the run writer's own connections are SQLite's
 async def test_a_write_meeting_another_processes_writer_waits_off_the_event_loop(
     db: Database, account: Account, workflow: Workflow
 ):
@@ -439,6 +440,7 @@ async def test_a_write_meeting_another_processes_writer_waits_off_the_event_loop
     await _write_while_held(db, account, workflow, hold_the_turn)
 
 
+@SQLITE_ONLY  # the run writer's own connections are SQLite's
 async def test_the_log_of_writes_made_on_the_event_loop_is_checkpointed(
     db: Database, account: Account, workflow: Workflow
 ):

@@ -72,8 +72,10 @@ async def test_a_key_revoked_elsewhere_fails_once_the_cache_expires(db: Database
         await auth.authenticate(secret)
 
 
-async def test_a_key_revoked_on_a_replica_sharing_redis_fails_on_the_next_call(db: Database):
-    redis = "redis://127.0.0.1:6379"
+async def test_a_key_revoked_on_a_replica_sharing_redis_fails_on_the_next_call(
+    db: Database, redis_url: str
+):
+    redis = redis_url
     account_id, key_id, secret = await _key(db)
     here, there = Authenticator(db, redis_url=redis), Authenticator(db, redis_url=redis)
     await here.authenticate(secret)
