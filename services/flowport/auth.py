@@ -40,7 +40,7 @@ class Principal:
 
 
 def key_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
-    """The key from `x-api-key: <key>` or `authorization: Bearer <key>` (API.md, Credentials)."""
+    """The key from `x-api-key: <key>` or `authorization: Bearer <key>` (docs/api.md)."""
     bearer = None
     for name, value in metadata:
         if isinstance(value, bytes):

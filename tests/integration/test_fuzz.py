@@ -58,8 +58,8 @@ CHECKS = [
     # object_level_authorization (stateful, and need links or a second account).
 ]
 # FlowAI's and LinkAI's bodies reach the service as raw bytes and are parsed strictly, so a
-# body the document forbids must be refused. The transcoded routes are lenient by Envoy's
-# design (ENVOY.md: unknown fields dropped, a lone value taken for a list), so the check
+# body the document forbids must be refused. The transcoded routes are lenient by the design
+# of Envoy's transcoder (unknown fields dropped, a lone value taken for a list), so the check
 # would fail there on accepted-but-undocumented bodies rather than on a bug.
 STRICT_BODIES = {"/v1/api/workflow/run/{workflow_id}", "/v1/workflow/run"}
 # Enough for each operation's examples plus generated cases, well under a minute in all.

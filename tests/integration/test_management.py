@@ -1,4 +1,4 @@
-"""Keys and workflows over REST: shapes from API.md, the key shown once, validation, scopes."""
+"""Keys and workflows over REST: shapes from docs/api.md, the key shown once, validation, scopes."""
 
 from __future__ import annotations
 

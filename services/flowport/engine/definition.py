@@ -1,4 +1,4 @@
-"""A workflow definition (API.md, "Workflow definition"): models, checks, compiled form."""
+"""A workflow definition (docs/api.md and docs/nodes.md): models, checks, compiled form."""
 
 from __future__ import annotations
 

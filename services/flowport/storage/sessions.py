@@ -13,7 +13,7 @@ from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from flowport.storage.models import SessionTurn, utc_now
 
-# API.md: a node sees at most 50 turns, so no more are ever read.
+# docs/api.md: a node sees at most 50 turns, so no more are ever read.
 MAX_TURNS = 50
 
 
