@@ -96,9 +96,8 @@ class OpenAiChat:
 
     One per service: it holds the connection pool. Chunks stay plain dicts: the openai SDK
     built a pydantic model per chunk, most of an llm node's CPU. aiohttp rather than httpx:
-    measured against the fake provider, the first delta came 1.1-1.4 instead of 2.5-3.0 ms
-    after the call, a chunk cost half the CPU, and 1,000 open streams half the memory
-    (README, Performance, sixth round).
+    against the same provider its first delta came sooner, and a chunk and an open stream
+    cost less CPU and memory (README, Dependencies).
     """
 
     def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
