@@ -1,4 +1,16 @@
-"""Domain errors as gRPC statuses, with the codes of flowport.statuses' table."""
+"""Domain errors as gRPC statuses, with the codes of flowport.statuses' table.
+
+A call Envoy transcoded from REST (its Lua filter marks it `x-flowport-surface: rest`) gets
+the same status, with a google.rpc.Status in it that carries the table's REST status as its
+`code`, because Envoy prints that Status as the REST body; and an `x-http-status` trailer,
+which the Lua filter makes the response's status in place of Envoy's fixed gRPC-to-HTTP
+map. That works because an error before any message is a trailers-only response: its
+trailers are the response's headers, which the transcoder passes on to the Lua filter (tried
+with Envoy 1.40, unary and server-streaming, HTTP/1.1 and HTTP/2). Trailers after a message
+are no headers: there Envoy's map would apply, but a run's failures after its first event are
+RunError events, not statuses. (The header sent as initial metadata before the error sets the
+status too, but then a server-streaming route's grpc-status trailers reach HTTP/2 clients.)
+"""
 
 from __future__ import annotations
 
@@ -40,10 +52,11 @@ async def abort(context: grpc.aio.ServicerContext, error: errors.FlowportError) 
     row = statuses.of(error)
     trailing: tuple[tuple[str, str | bytes], ...] = error_headers(error)
     if is_rest(context):
-        # Envoy prints this Status as the body: `code` is the REST status of the table, as
-        # API.md's error body asks. Native gRPC clients get the plain status instead.
         detail = status_pb2.Status(code=row.rest, message=error.message)
-        trailing += (("grpc-status-details-bin", detail.SerializeToString()),)
+        trailing += (
+            ("grpc-status-details-bin", detail.SerializeToString()),
+            ("x-http-status", str(row.rest)),
+        )
     await context.abort(_GRPC_CODES[row.grpc], error.message, trailing_metadata=trailing)
     raise AssertionError("unreachable: abort raises")
 
