@@ -18,6 +18,18 @@ class FlowportError(Exception):
 class InvalidArgument(FlowportError):
     """A malformed body, an invalid definition or a bad input; the message names the field."""
 
+    def __init__(
+        self, message: str, *, field: str | None = None, node_id: str | None = None
+    ) -> None:
+        super().__init__(message, node_id=node_id)
+        # The request field at fault (`input.weight`), when one is: gRPC clients get it apart.
+        self.field = field
+
+    @classmethod
+    def at(cls, field: str, problem: str) -> InvalidArgument:
+        """`<field>: <problem>`, the message every surface shows, with the field kept apart."""
+        return cls(f"{field}: {problem}", field=field)
+
 
 class Unauthenticated(FlowportError):
     """A missing, unknown or revoked key."""

@@ -33,7 +33,7 @@ def parse_request(body: bytes) -> FlowAiRequest:
     data = jsonbody.read_object(body, fields=BODY_FIELDS, example='{"input": {...}}')
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
-        raise InvalidArgument("stream: must be true or false")
+        raise InvalidArgument.at("stream", "must be true or false")
     return FlowAiRequest(
         input=jsonbody.optional_object(data, "input"),
         stream=stream,

@@ -29,9 +29,9 @@ def parse_request(body: bytes) -> LinkAiRequest:
     )
     app_code = data.get("app_code")
     if app_code is None or app_code == "":
-        raise errors.InvalidArgument("app_code: required")
+        raise errors.InvalidArgument.at("app_code", "required")
     if not isinstance(app_code, str):
-        raise errors.InvalidArgument("app_code: must be a string")
+        raise errors.InvalidArgument.at("app_code", "must be a string")
     return LinkAiRequest(
         app_code=app_code,
         args=jsonbody.optional_object(data, "args"),
