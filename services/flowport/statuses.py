@@ -53,6 +53,9 @@ class Statuses:
 # fmt: off
 # One kind a line, so the table reads as a table. A kind missing here answers as its nearest
 # base class; FlowportError itself is the service failing (LinkAI: "anything else, 503").
+# REST choices the HTTP standard leaves open: 402 Payment Required for used-up credits, 499
+# (nginx's "client closed request", which Envoy's stats use too) for a cancelled run, 502 for
+# an upstream that failed against 503 for one that is not there at all.
 TABLE: dict[type[FlowportError], Statuses] = {
     # kind                        gRPC code                REST LinkAI ErrorInfo reason
     InvalidArgument:     Statuses(Code.INVALID_ARGUMENT,   400,  400,  "INVALID_ARGUMENT"),
