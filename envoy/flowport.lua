@@ -24,9 +24,15 @@ function envoy_on_request(handle)
   end
 end
 
--- The transcoder can only map gRPC codes through a fixed table. For statuses it cannot give
--- (402, 406, 408, LinkAI's envelope...), the service answers OK with the error body and asks
--- for the HTTP status in the `x-http-status` header.
+-- The transcoder can only map gRPC codes through a fixed table; the service asks for the status
+-- of its own table (services/flowport/statuses.py) in an `x-http-status` header instead:
+-- - FlowAI's and LinkAI's routes (HttpBody) answer OK with the error body, the header in the
+--   initial metadata.
+-- - The typed and management routes end with the error status, the header in its trailers.
+--   An error before any message is a trailers-only response, whose trailers are the response
+--   headers: the transcoder (convert_grpc_status) prints the google.rpc.Status body into them
+--   and passes them on, header included, to this filter. Trailers after a message reach here
+--   only as trailers, which this filter must not read (that would buffer SSE streams).
 function envoy_on_response(handle)
   local headers = handle:headers()
   local status = headers:get("x-http-status")

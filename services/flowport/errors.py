@@ -1,12 +1,12 @@
-"""Domain errors: storage, engine and auth raise these; only the servicers translate them."""
+"""Domain errors: storage, engine and auth raise these; flowport.statuses says what each surface
+answers for each kind."""
 
 from __future__ import annotations
 
 
 class FlowportError(Exception):
-    """Base of every error a client may see. `http_status` is what the REST surfaces answer."""
-
-    http_status = 500
+    """Base of every error a client may see; raised as itself, a failure of the service (a
+    node that broke, a bug)."""
 
     def __init__(self, message: str, *, node_id: str | None = None) -> None:
         super().__init__(message)
@@ -18,50 +18,50 @@ class FlowportError(Exception):
 class InvalidArgument(FlowportError):
     """A malformed body, an invalid definition or a bad input; the message names the field."""
 
-    http_status = 400
+    def __init__(
+        self, message: str, *, field: str | None = None, node_id: str | None = None
+    ) -> None:
+        super().__init__(message, node_id=node_id)
+        # The request field at fault (`input.weight`), when one is: gRPC clients get it apart.
+        self.field = field
+
+    @classmethod
+    def at(cls, field: str, problem: str) -> InvalidArgument:
+        """`<field>: <problem>`, the message every surface shows, with the field kept apart."""
+        return cls(f"{field}: {problem}", field=field)
 
 
 class Unauthenticated(FlowportError):
     """A missing, unknown or revoked key."""
 
-    http_status = 401
-
 
 class PermissionDenied(FlowportError):
-    """A valid key that may not do this (scope or ownership)."""
-
-    http_status = 403
+    """A valid key that may not do this: the workflow is private to another account."""
 
 
 class MissingScope(PermissionDenied):
-    """A valid key without the scope this call needs (LinkAI answers 408 for the run scope)."""
+    """A valid key without the scope this call needs."""
 
 
 class NotFound(FlowportError):
-    http_status = 404
+    """No such workflow, run or key (another account's are not found either)."""
+
+
+class SubWorkflowNotFound(NotFound):
+    """A workflow node's workflow is not published, or not its account's: the run fails, which is
+    not the caller naming an unknown workflow."""
 
 
 class CreditsExhausted(FlowportError):
-    """The calling account has no run credits left (LinkAI answers 406)."""
-
-    # Payment Required: the closest HTTP meaning on the surfaces that are not LinkAI's.
-    http_status = 402
+    """The calling account has no run credits left."""
 
 
 class ContentBlocked(FlowportError):
     """An input or output contains a word of the content policy."""
 
-    http_status = 409
 
-
-class Conflict(FlowportError):
-    http_status = 409
-
-
-class ResourceExhausted(FlowportError):
-    """Rate limited; `retry_after_s` tells the client when to try again."""
-
-    http_status = 429
+class RateLimited(FlowportError):
+    """The key made more calls than its rate limit; `retry_after_s` tells when to try again."""
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
@@ -69,25 +69,17 @@ class ResourceExhausted(FlowportError):
 
 
 class UpstreamFailed(FlowportError):
-    """An upstream the run depends on (the LLM provider) failed or timed out."""
-
-    http_status = 502
+    """An upstream the run depends on (the LLM provider, an http node's API) failed or timed out."""
 
 
 class DeadlineExceeded(FlowportError):
     """A run took longer than its workflow's `timeout_s`."""
 
-    http_status = 504
-
 
 class Unavailable(FlowportError):
-    """The service cannot do this now: a provider is not configured, or it is shutting down."""
-
-    http_status = 503
+    """A part the run needs is not configured: the LLM provider (in a bare engine, the workflow
+    loader)."""
 
 
 class Cancelled(FlowportError):
     """The run was cancelled, by the client leaving or by a cancel call."""
-
-    # 499 is the de-facto code for "client closed request" (nginx, Envoy's stats).
-    http_status = 499

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowport import jsonbody
+from flowport import jsonbody, statuses
 from flowport.engine import (
     NodeFinished,
     NodeStarted,
@@ -33,7 +33,7 @@ def parse_request(body: bytes) -> FlowAiRequest:
     data = jsonbody.read_object(body, fields=BODY_FIELDS, example='{"input": {...}}')
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
-        raise InvalidArgument("stream: must be true or false")
+        raise InvalidArgument.at("stream", "must be true or false")
     return FlowAiRequest(
         input=jsonbody.optional_object(data, "input"),
         stream=stream,
@@ -87,9 +87,10 @@ def render_event(event: RunEvent) -> bytes | None:
 
 
 def error_frame(error: FlowportError, *, node_id: str | None = None) -> bytes:
+    """A failure after the stream began: its `code` is the REST status of the error's kind."""
+    code = statuses.of(error).rest
     return frame(
-        "error",
-        {"Node": node_id or error.node_id, "code": error.http_status, "message": error.message},
+        "error", {"Node": node_id or error.node_id, "code": code, "message": error.message}
     )
 
 
@@ -106,4 +107,5 @@ def output_payload(result: RunSucceeded) -> dict[str, Any]:
 
 
 def error_body(error: FlowportError) -> bytes:
-    return dumps({"code": error.http_status, "message": error.message})
+    """A failure before the stream began: the body of the HTTP error, `code` its status."""
+    return dumps({"code": statuses.of(error).rest, "message": error.message})

@@ -48,7 +48,7 @@ def read_object(body: bytes, *, fields: Sequence[str], example: str) -> dict[str
         raise InvalidArgument(f"body: must be a JSON object such as {example}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise InvalidArgument(f"{unknown[0]}: unknown field (known: {', '.join(fields)})")
+        raise InvalidArgument.at(unknown[0], f"unknown field (known: {', '.join(fields)})")
     return data
 
 
@@ -77,13 +77,13 @@ def _check_values(data: Any, *, surrogates: bool) -> None:
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if surrogates and isinstance(key, str) and not _is_unicode(key):
-                    raise InvalidArgument(f"{_where(path)}: a key holds a lone UTF-16 surrogate")
+                    raise InvalidArgument.at(_where(path), "a key holds a lone UTF-16 surrogate")
                 pending.append((item, (*path, key)))
         elif isinstance(value, float | int) and not isinstance(value, bool):
             if not math.isfinite(value) or abs(value) > MAX_NUMBER:
-                raise InvalidArgument(f"{_where(path)}: number out of range (beyond a double)")
+                raise InvalidArgument.at(_where(path), "number out of range (beyond a double)")
         elif surrogates and isinstance(value, str) and not _is_unicode(value):
-            raise InvalidArgument(f"{_where(path)}: a string holds a lone UTF-16 surrogate")
+            raise InvalidArgument.at(_where(path), "a string holds a lone UTF-16 surrogate")
 
 
 def _is_unicode(text: str) -> bool:
@@ -107,14 +107,14 @@ def optional_object(data: dict[str, Any], name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidArgument(f"{name}: must be a JSON object")
+        raise InvalidArgument.at(name, "must be a JSON object")
     return value
 
 
 def optional_session_id(data: dict[str, Any]) -> str | None:
     value = data.get("session_id")
     if value is not None and (not isinstance(value, str) or len(value) > 128):
-        raise InvalidArgument("session_id: must be a string of at most 128 characters")
+        raise InvalidArgument.at("session_id", "must be a string of at most 128 characters")
     return value or None
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowport import errors, jsonbody
+from flowport import errors, jsonbody, statuses
 from flowport.engine import InputSpec
 from flowport.jsonbody import dumps
 
@@ -29,9 +29,9 @@ def parse_request(body: bytes) -> LinkAiRequest:
     )
     app_code = data.get("app_code")
     if app_code is None or app_code == "":
-        raise errors.InvalidArgument("app_code: required")
+        raise errors.InvalidArgument.at("app_code", "required")
     if not isinstance(app_code, str):
-        raise errors.InvalidArgument("app_code: must be a string")
+        raise errors.InvalidArgument.at("app_code", "must be a string")
     return LinkAiRequest(
         app_code=app_code,
         args=jsonbody.optional_object(data, "args"),
@@ -66,33 +66,12 @@ def map_args(specs: Sequence[InputSpec], args: dict[str, Any]) -> dict[str, Any]
     return mapped
 
 
-def status_code(error: errors.FlowportError) -> int:
-    """LinkAI's code for an error (its documented table); the HTTP status equals it."""
-    match error:
-        case errors.InvalidArgument():
-            return 400
-        case errors.Unauthenticated():
-            return 401
-        # An unknown app_code; a sub-workflow missing inside a run is the service's failure.
-        case errors.NotFound() if error.node_id is None:
-            return 402
-        case errors.MissingScope():
-            return 408
-        case errors.PermissionDenied():
-            return 403
-        case errors.CreditsExhausted():
-            return 406
-        case errors.ContentBlocked():
-            return 409
-        case errors.ResourceExhausted():
-            return 429
-    return 503
-
-
 def success_body(*, output_text: str, session_id: str, run_id: str) -> bytes:
     data = {"output_text": output_text, "session_id": session_id, "run_id": run_id}
     return dumps({"success": True, "code": 200, "message": "success", "data": data})
 
 
-def error_body(code: int, message: str) -> bytes:
-    return dumps({"success": False, "code": code, "message": message, "data": None})
+def error_body(error: errors.FlowportError) -> bytes:
+    """The failure envelope: `code` is LinkAI's for the error's kind, and the answer's status."""
+    code = statuses.of(error).linkai
+    return dumps({"success": False, "code": code, "message": error.message, "data": None})

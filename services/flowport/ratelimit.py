@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
 
-from flowport.errors import ResourceExhausted
+from flowport.errors import RateLimited
 from flowport.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,13 +55,13 @@ class RateLimiter:
                 await bucket.acquire()  # returns at once: there is capacity
                 return
             # One call's worth drains in 1/rate seconds; Retry-After counts whole seconds.
-            raise ResourceExhausted(self._message, retry_after_s=1)
+            raise RateLimited(self._message, retry_after_s=1)
         assert self._item is not None  # set with _shared
         if await self._shared.hit(self._item, "key", key_id):
             return
         stats = await self._shared.get_window_stats(self._item, "key", key_id)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise ResourceExhausted(self._message, retry_after_s=retry_after)
+        raise RateLimited(self._message, retry_after_s=retry_after)
 
     def _bucket(self, key_id: str) -> AsyncLimiter:
         bucket = self._buckets.get(key_id)

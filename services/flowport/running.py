@@ -38,6 +38,7 @@ from flowport.errors import (
     FlowportError,
     NotFound,
     PermissionDenied,
+    SubWorkflowNotFound,
 )
 from flowport.ids import new_id
 from flowport.outbound import FetchPolicy, Outbound
@@ -371,10 +372,13 @@ class RunService:
         `account_id`, compiled through the same cache."""
 
         async def load(workflow_id: str) -> CompiledWorkflow:
-            workflow = await self._newest(workflow_id)
+            try:
+                workflow = await self._newest(workflow_id)
+            except NotFound as error:
+                raise SubWorkflowNotFound(error.message) from None
             if workflow.account_id != account_id:
                 # The same answer as for no such workflow: other accounts' ids stay unknown.
-                raise NotFound(f"workflow {workflow_id} not found")
+                raise SubWorkflowNotFound(f"workflow {workflow_id} not found")
             return workflow.compiled
 
         return load

@@ -52,10 +52,10 @@ async def _resolve(name: str, url: str, kind: str, client: outbound.Outbound) ->
         response = await client.fetch(url)
     except FlowportError as error:
         # Refused, too large, timed out or unreachable: all the caller's URL, so all 400.
-        raise InvalidArgument(f"input.{name}: {error.message}") from None
+        raise InvalidArgument.at(f"input.{name}", error.message) from None
     if not 200 <= response.status < 300:
-        raise InvalidArgument(
-            f"input.{name}: fetching the file answered {response.status} {response.reason}"
+        raise InvalidArgument.at(
+            f"input.{name}", f"fetching the file answered {response.status} {response.reason}"
         )
     return FetchedFile(
         url,

@@ -85,7 +85,7 @@ async def test_the_deadline_cancels_running_nodes_and_fails_the_run(
     )
     events = await run_all(compiled({**definition, "timeout_s": 0.5}), {"text": "?"}, llm=llm)
     run = failed(events)
-    assert isinstance(run.error, DeadlineExceeded) and run.error.http_status == 504
+    assert isinstance(run.error, DeadlineExceeded)
     assert run.error.message == "the run exceeded its timeout of 0.5 s"
     assert run.node_id is None
     assert statuses(events)["ask"] == "cancelled"

@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import httpx_sse
 
+LINKAI_ROUTE = "/v1/workflow/run"
+
 
 class Api:
     def __init__(self, base_url: str, key: str, *, account: str = "") -> None:
@@ -34,6 +36,13 @@ class Api:
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         kwargs.setdefault("headers", self.headers)
         return self.http.get(path, **kwargs)
+
+    def linkai(self, body: Any, key: str | None = None) -> httpx.Response:
+        """LinkAI's route, with the key as LinkAI's examples send it; bytes are sent as they are."""
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        if isinstance(body, bytes):
+            return self.http.post(LINKAI_ROUTE, content=body, headers=headers)
+        return self.http.post(LINKAI_ROUTE, json=body, headers=headers)
 
     def publish(self, definition: dict[str, Any]) -> str:
         """Creates and publishes a workflow; returns its id."""
@@ -78,3 +87,13 @@ class Api:
         with self.stream(workflow_id, input) as source:
             assert source.response.status_code == 200, source.response.read()
             return [(sse.event, json.loads(sse.data)) for sse in source.iter_sse()]
+
+
+def linkai_failure(response: httpx.Response, code: int) -> str:
+    """Asserts LinkAI's error envelope with the HTTP status equal to `code`; its message."""
+    assert response.status_code == code, response.text
+    body = response.json()
+    assert list(body) == ["success", "code", "message", "data"]
+    assert (body["success"], body["code"], body["data"]) == (False, code, None)
+    assert not any(name.startswith("grpc-") for name in response.headers)
+    return str(body["message"])

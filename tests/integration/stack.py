@@ -10,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+import sqlalchemy
 
 from flowport.ids import random_token
 from flowport.storage import Database, create_api_key, get_or_create_account
@@ -57,6 +60,20 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
+    """The condition's first true value, asked every 50 ms."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -161,6 +178,29 @@ class Stack:
             if path.exists():
                 parts.append(f"--- {name}\n{path.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
+
+    def running_run(self, workflow_id: str) -> str:
+        """The id of the workflow's run in progress, read as an operator would, from the
+        database (a blocking run's row is committed within RunService's BLOCKING_ROW_DELAY_S)."""
+        engine = sqlalchemy.create_engine(self.database_url)
+
+        def running() -> list[Any]:
+            with engine.connect() as connection:
+                return list(
+                    connection.execute(
+                        sqlalchemy.text(
+                            "SELECT id FROM runs WHERE workflow_id = :w AND status = 'running'"
+                        ),
+                        {"w": workflow_id},
+                    ).all()
+                )
+
+        try:
+            rows = wait_for(running, timeout_s=5, what="the run's row")
+        finally:
+            engine.dispose()
+        assert len(rows) == 1, rows
+        return str(rows[0][0])
 
     def create_key(
         self, *, account: str | None = None, scopes: tuple[str, ...] = ("admin", "run")

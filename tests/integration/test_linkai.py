@@ -8,40 +8,19 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import httpx
 import pytest
 
 from flowport.demo import BMI, CHAT
 from tests.fakes.fake_llm import FakeLlm
-from tests.integration.client import Api
+from tests.integration.client import LINKAI_ROUTE, Api, linkai_failure
 from tests.integration.stack import Stack
-
-ROUTE = "/v1/workflow/run"
-
-
-def _linkai(api: Api, body: Any, key: str | None = None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key or api.key}"}
-    if isinstance(body, bytes):
-        return api.http.post(ROUTE, content=body, headers=headers)
-    return api.http.post(ROUTE, json=body, headers=headers)
-
-
-def _failure(response: httpx.Response, code: int) -> str:
-    """Asserts LinkAI's error envelope with the HTTP status equal to `code`."""
-    assert response.status_code == code, response.text
-    body = response.json()
-    assert list(body) == ["success", "code", "message", "data"]
-    assert (body["success"], body["code"], body["data"]) == (False, code, None)
-    assert not any(name.startswith("grpc-") for name in response.headers)
-    return body["message"]
 
 
 def test_success_is_linkai_envelope(api: Api) -> None:
     app_code = api.publish(BMI)
 
-    response = _linkai(api, {"app_code": app_code, "args": {"height": "1.8", "weight": "75"}})
+    response = api.linkai({"app_code": app_code, "args": {"height": "1.8", "weight": "75"}})
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
@@ -114,29 +93,29 @@ def test_linkai_curl_example_works_unchanged(api: Api, stack: Stack) -> None:
 def test_400_names_what_is_wrong(api: Api) -> None:
     app_code = api.publish(BMI)
 
-    assert "JSON" in _failure(_linkai(api, b"{oops"), 400)
-    assert _failure(_linkai(api, {"args": {}}), 400) == "app_code: required"
-    assert "args" in _failure(_linkai(api, {"app_code": app_code, "args": [1]}), 400)
-    assert "weight" in _failure(
-        _linkai(api, {"app_code": app_code, "args": {"height": "1.8"}}), 400
+    assert "JSON" in linkai_failure(api.linkai(b"{oops"), 400)
+    assert linkai_failure(api.linkai({"args": {}}), 400) == "app_code: required"
+    assert "args" in linkai_failure(api.linkai({"app_code": app_code, "args": [1]}), 400)
+    assert "weight" in linkai_failure(
+        api.linkai({"app_code": app_code, "args": {"height": "1.8"}}), 400
     )
     bad_number = {"app_code": app_code, "args": {"height": "tall", "weight": "75"}}
-    assert "height" in _failure(_linkai(api, bad_number), 400)
+    assert "height" in linkai_failure(api.linkai(bad_number), 400)
 
 
 def test_401_for_missing_unknown_and_revoked_keys(api: Api) -> None:
     app_code = api.publish(BMI)
     body = {"app_code": app_code, "args": {"height": "1.8", "weight": "75"}}
 
-    assert "missing" in _failure(api.http.post(ROUTE, json=body), 401)
-    assert _failure(_linkai(api, body, key="fp_" + "Z" * 32), 401) == "invalid API key"
+    assert "missing" in linkai_failure(api.http.post(LINKAI_ROUTE, json=body), 401)
+    assert linkai_failure(api.linkai(body, key="fp_" + "Z" * 32), 401) == "invalid API key"
     key = api.post("/v1/keys", {"name": "old", "scopes": ["run"]}).json()
     api.http.delete(f"/v1/keys/{key['id']}", headers=api.headers)
-    assert _failure(_linkai(api, body, key=key["key"]), 401) == "invalid API key"
+    assert linkai_failure(api.linkai(body, key=key["key"]), 401) == "invalid API key"
 
 
 def test_402_for_an_unknown_app_code(api: Api) -> None:
-    assert "wf_nope" in _failure(_linkai(api, {"app_code": "wf_nope"}), 402)
+    assert "wf_nope" in linkai_failure(api.linkai({"app_code": "wf_nope"}), 402)
 
 
 def test_403_for_another_accounts_private_app_and_public_apps_run(api: Api, stack: Stack) -> None:
@@ -145,15 +124,17 @@ def test_403_for_another_accounts_private_app_and_public_apps_run(api: Api, stac
     _, other = stack.create_key(scopes=("run",))
     args = {"height": "1.8", "weight": "75"}
 
-    assert "private" in _failure(_linkai(api, {"app_code": private, "args": args}, key=other), 403)
-    assert _linkai(api, {"app_code": public, "args": args}, key=other).status_code == 200
+    assert "private" in linkai_failure(
+        api.linkai({"app_code": private, "args": args}, key=other), 403
+    )
+    assert api.linkai({"app_code": public, "args": args}, key=other).status_code == 200
 
 
 def test_408_for_a_key_without_the_run_scope(api: Api, stack: Stack) -> None:
     app_code = api.publish(BMI)
     _, admin_only = stack.create_key(account=api.account, scopes=("admin",))
 
-    message = _failure(_linkai(api, {"app_code": app_code}, key=admin_only), 408)
+    message = linkai_failure(api.linkai({"app_code": app_code}, key=admin_only), 408)
 
     assert "run scope" in message
 
@@ -166,26 +147,26 @@ def test_406_when_credits_are_used_up_and_the_last_one_is_spent_once(
     assert stack.cli("accounts", "set-credits", api.account, "1").returncode == 0
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        statuses = sorted(pool.map(lambda _: _linkai(api, body).status_code, range(6)))
+        statuses = sorted(pool.map(lambda _: api.linkai(body).status_code, range(6)))
 
     assert statuses == [200, 406, 406, 406, 406, 406]
-    assert "credits" in _failure(_linkai(api, body), 406)
+    assert "credits" in linkai_failure(api.linkai(body), 406)
     # FlowAI's route spends the same credits: 402 Payment Required there.
     assert api.run(app_code, {"height": 1.8, "weight": 75}).status_code == 402
     stack.cli("accounts", "set-credits", api.account, "unlimited")
-    assert _linkai(api, body).status_code == 200
+    assert api.linkai(body).status_code == 200
 
 
 def test_409_for_blocked_input_and_output(api: Api, fake_llm: FakeLlm) -> None:
     app_code = api.publish(CHAT)
 
-    message = _failure(
-        _linkai(api, {"app_code": app_code, "args": {"输入": "say forbiddenword"}}), 409
+    message = linkai_failure(
+        api.linkai({"app_code": app_code, "args": {"输入": "say forbiddenword"}}), 409
     )
     assert message == "input.输入: blocked by the content policy"
 
     fake_llm.set_reply(tokens=["this is ", "禁", "词 ok"])
-    _failure(_linkai(api, {"app_code": app_code, "args": {"输入": "hello"}}), 409)
+    linkai_failure(api.linkai({"app_code": app_code, "args": {"输入": "hello"}}), 409)
 
 
 def test_blocked_output_stops_a_flowai_stream_with_an_error_frame(
@@ -208,12 +189,12 @@ def test_429_with_retry_after_when_a_key_goes_too_fast(api: Api) -> None:
     body = {"app_code": app_code, "args": {"height": "1.8", "weight": "75"}}
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda _: _linkai(api, body), range(40)))
+        responses = list(pool.map(lambda _: api.linkai(body), range(40)))
 
     limited = [r for r in responses if r.status_code == 429]
     assert limited, [r.status_code for r in responses]
     assert int(limited[0].headers["retry-after"]) >= 1
-    assert "rate limited" in _failure(limited[0], 429)
+    assert "rate limited" in linkai_failure(limited[0], 429)
     assert {r.status_code for r in responses} <= {200, 429}
 
 
@@ -221,22 +202,22 @@ def test_503_when_the_llm_provider_fails(api: Api, fake_llm: FakeLlm) -> None:
     fake_llm.set_reply(tokens=[], status=500)
     app_code = api.publish(CHAT)
 
-    message = _failure(_linkai(api, {"app_code": app_code, "args": {"输入": "hi"}}), 503)
+    message = linkai_failure(api.linkai({"app_code": app_code, "args": {"输入": "hi"}}), 503)
 
     assert "LLM provider failed" in message
 
 
 def test_body_over_the_limit_is_413_in_the_envelope(api: Api) -> None:
-    response = _linkai(api, {"app_code": "x", "args": {"text": "x" * 2_000_000}})
+    response = api.linkai({"app_code": "x", "args": {"text": "x" * 2_000_000}})
 
-    _failure(response, 413)
+    linkai_failure(response, 413)
 
 
 def test_input_text_fills_the_workflows_text_input(api: Api, fake_llm: FakeLlm) -> None:
     app_code = api.publish(CHAT)  # its text input is named 输入
 
-    response = _linkai(
-        api, {"app_code": app_code, "args": {"input_text": "hello there", "input_image": ""}}
+    response = api.linkai(
+        {"app_code": app_code, "args": {"input_text": "hello there", "input_image": ""}}
     )
 
     assert response.status_code == 200, response.text
@@ -249,11 +230,11 @@ def test_session_memory_reaches_the_llm_per_account(
 ) -> None:
     app_code = api.publish({**CHAT, "visibility": "public"})
 
-    first = _linkai(api, {"app_code": app_code, "args": {"输入": "my name is Ada"}}).json()["data"]
+    first = api.linkai({"app_code": app_code, "args": {"输入": "my name is Ada"}}).json()["data"]
     session_id = first["session_id"]
     assert session_id
-    second = _linkai(
-        api, {"app_code": app_code, "args": {"输入": "what is my name?"}, "session_id": session_id}
+    second = api.linkai(
+        {"app_code": app_code, "args": {"输入": "what is my name?"}, "session_id": session_id}
     )
 
     assert second.json()["data"]["session_id"] == session_id
@@ -265,9 +246,7 @@ def test_session_memory_reaches_the_llm_per_account(
     ]
     # Another account using the same session id sees nothing of it.
     _, other = stack.create_key(scopes=("run",))
-    _linkai(
-        api, {"app_code": app_code, "args": {"输入": "hi"}, "session_id": session_id}, key=other
-    )
+    api.linkai({"app_code": app_code, "args": {"输入": "hi"}, "session_id": session_id}, key=other)
     assert [m["role"] for m in fake_llm.requests[-1]["messages"]] == ["system", "user"]
 
 

@@ -40,10 +40,22 @@ def test_revoked_key_is_listed_as_revoked(api: Api) -> None:
 def test_key_requests_are_validated(api: Api) -> None:
     unknown_scope = api.post("/v1/keys", {"name": "x", "scopes": ["root"]})
     assert unknown_scope.status_code == 400
+    problem = "unknown scope 'root' (known: admin, run)"
     assert unknown_scope.json() == {
         "code": 400,
-        "message": "scopes[0]: unknown scope 'root' (known: admin, run)",
-        "details": [],
+        "message": f"scopes[0]: {problem}",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "INVALID_ARGUMENT",
+                "domain": "flowport",
+                "metadata": {},
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "field_violations": [{"field": "scopes[0]", "description": problem, "reason": ""}],
+            },
+        ],
     }
     assert api.post("/v1/keys", {"scopes": ["run"]}).json()["message"] == "name: required"
 

@@ -8,31 +8,18 @@ import contextlib
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import httpx_sse
 import pytest
-import sqlalchemy
 
 from flowport.demo import BMI, CHAT
 from tests.fakes.fake_llm import FakeLlm
 from tests.integration.client import Api
-from tests.integration.stack import Stack
-
-
-def _wait_for(condition, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.integration.stack import Stack, wait_for
 
 
 def test_cancel_call_ends_a_stream_with_an_error_event(api: Api, fake_llm: FakeLlm) -> None:
@@ -66,8 +53,8 @@ def test_cancel_call_ends_a_blocking_run(api: Api, stack: Stack, fake_llm: FakeL
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         blocking = pool.submit(api.run, workflow_id, {"输入": "hi"})
-        _wait_for(lambda: fake_llm.token_times, what="the LLM to start answering")
-        run_id = _running_run(stack, workflow_id)
+        wait_for(lambda: fake_llm.token_times, what="the LLM to start answering")
+        run_id = stack.running_run(workflow_id)
         assert api.post(f"/v1/runs/{run_id}:cancel", {}).json()["status"] == "cancelled"
         answer = blocking.result(timeout=10)
 
@@ -86,30 +73,6 @@ def test_cancelling_a_finished_run_changes_nothing_and_others_cannot(
     assert (
         api.post(f"/v1/runs/{run_id}:cancel", {}, headers={"X-API-KEY": other}).status_code == 404
     )
-
-
-def _running_run(stack: Stack, workflow_id: str) -> str:
-    """The id of the workflow's run in progress, read as an operator would, from the database
-    (a blocking run's row is committed within RunService's BLOCKING_ROW_DELAY_S)."""
-    engine = sqlalchemy.create_engine(stack.database_url)
-
-    def running() -> list[Any]:
-        with engine.connect() as connection:
-            return list(
-                connection.execute(
-                    sqlalchemy.text(
-                        "SELECT id FROM runs WHERE workflow_id = :w AND status = 'running'"
-                    ),
-                    {"w": workflow_id},
-                ).all()
-            )
-
-    try:
-        rows = _wait_for(running, timeout_s=5, what="the run's row")
-    finally:
-        engine.dispose()
-    assert len(rows) == 1, rows
-    return str(rows[0][0])
 
 
 @pytest.fixture
@@ -133,8 +96,8 @@ def test_runs_cut_by_a_crash_are_marked_failed_on_restart(
     with Api(own_stack.base_url, key) as api, ThreadPoolExecutor(max_workers=1) as pool:
         workflow_id = api.publish(CHAT)
         blocking = pool.submit(api.run, workflow_id, {"输入": "hi"})
-        _wait_for(lambda: fake_llm.token_times, what="the run to be under way")
-        run_id = _running_run(own_stack, workflow_id)
+        wait_for(lambda: fake_llm.token_times, what="the run to be under way")
+        run_id = own_stack.running_run(workflow_id)
 
         # The service dies without a chance to clean up; then its Envoy goes too.
         assert own_stack.process is not None
@@ -192,9 +155,7 @@ def test_sigterm_drains_streams_and_refuses_new_runs(own_stack: Stack, fake_llm:
                     assert own_stack.process is not None
                     own_stack.process.send_signal(signal.SIGTERM)
                     # Draining: the service is out of Envoy's rotation, new runs are refused.
-                    assert _wait_for(
-                        lambda: _status(api, bmi) == 503, what="new runs to be refused"
-                    )
+                    assert wait_for(lambda: _status(api, bmi) == 503, what="new runs to be refused")
                     fake_llm.release()
 
     assert frames[-1] == ("output", frames[-1][1])

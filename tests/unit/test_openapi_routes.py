@@ -15,6 +15,7 @@ from google.api import annotations_pb2
 from openapi_spec_validator import validate
 
 import flowport.v1
+from flowport import statuses
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "openapi" / "flowport.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -108,3 +109,15 @@ def test_linkai_route_documents_its_whole_code_table(document: dict[str, Any]) -
     assert set(codes) == {
         "200", "400", "401", "402", "403", "406", "408", "409", "413", "429", "503"
     }  # fmt: skip
+
+
+def test_blocking_run_routes_document_every_rest_status_of_the_error_table(
+    document: dict[str, Any],
+) -> None:
+    routes = documented_routes(document)
+    rest = {str(row.rest) for row in statuses.TABLE.values()}
+    linkai = {str(row.linkai) for row in statuses.TABLE.values()}
+
+    assert rest <= set(routes[("POST", "/v1/api/workflow/run/{workflow_id}")]["responses"])
+    assert rest <= set(routes[("POST", "/v1/workflows/{workflow_id}:run")]["responses"])
+    assert linkai <= set(routes[("POST", "/v1/workflow/run")]["responses"])

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from flowport import ratelimit
-from flowport.errors import ResourceExhausted
+from flowport.errors import RateLimited
 from flowport.ids import random_token
 from flowport.ratelimit import RateLimiter
 from flowport.settings import Settings
@@ -23,7 +23,7 @@ async def test_a_key_gets_its_limit_per_second_and_then_a_retry_after(
     key, other = f"key_{random_token(12)}", f"key_{random_token(12)}"
     for _ in range(3):
         await limiter.check(key)
-    with pytest.raises(ResourceExhausted) as refused:
+    with pytest.raises(RateLimited) as refused:
         await limiter.check(key)
     assert refused.value.message == "rate limited: at most 3 requests per second for this key"
     assert refused.value.retry_after_s == 1
@@ -55,7 +55,7 @@ async def test_a_bucket_drains_at_the_limits_rate() -> None:
     limiter = RateLimiter(Settings(rate_limit_per_key=20))
     for _ in range(20):
         await limiter.check("key")
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(RateLimited):
         await limiter.check("key")
     await asyncio.sleep(0.2)  # 20 a second: four calls' worth has drained
     for _ in range(3):

@@ -27,26 +27,28 @@ _MAX_INT_DIGITS = len(str(int(sys.float_info.max)))
 def validate_inputs(specs: list[InputSpec], raw: object) -> dict[str, Any]:
     """The run's inputs, coerced to their declared types; InvalidArgument names the field."""
     if not isinstance(raw, Mapping):
-        raise InvalidArgument("input: must be a JSON object")
+        raise InvalidArgument.at("input", "must be a JSON object")
     known = {spec.name for spec in specs}
     for key in raw:
         if key not in known:
             names = ", ".join(spec.name for spec in specs) or "none"
-            raise InvalidArgument(f"input.{key}: not an input of this workflow (inputs: {names})")
+            raise InvalidArgument.at(
+                f"input.{key}", f"not an input of this workflow (inputs: {names})"
+            )
     values: dict[str, Any] = {}
     for spec in specs:
         # null counts as absent: clients send it for fields they leave empty.
         value = raw.get(spec.name)
         if value is None:
             if spec.required:
-                raise InvalidArgument(f"input.{spec.name}: required")
+                raise InvalidArgument.at(f"input.{spec.name}", "required")
             value = spec.default
             if value is None:
                 continue
         try:
             values[spec.name] = coerce_value(spec, value)
         except ValueError as exc:
-            raise InvalidArgument(f"input.{spec.name}: {exc}") from None
+            raise InvalidArgument.at(f"input.{spec.name}", str(exc)) from None
     return values
 
 

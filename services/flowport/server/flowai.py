@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.api import httpbody_pb2
 
-from flowport import flowai
+from flowport import flowai, statuses
 from flowport.server.context import Services
 from flowport.server.status import as_flowport_error, error_headers
 from flowport.v1 import flowai_pb2, flowai_pb2_grpc
@@ -79,6 +79,6 @@ async def _http_error(
     """A failure before the stream began: a plain HTTP error with the documented body."""
     known = as_flowport_error(error)
     # Envoy's Lua filter turns this header into the response's status.
-    status = (("x-http-status", str(known.http_status)),)
+    status = (("x-http-status", str(statuses.of(known).rest)),)
     await context.send_initial_metadata(status + error_headers(known) + headers)
     return httpbody_pb2.HttpBody(content_type=JSON, data=flowai.error_body(known))

@@ -26,14 +26,14 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
         caller = await self._services.admin(context)
         name = request.name.strip()
         if not name:
-            raise InvalidArgument("name: required")
+            raise InvalidArgument.at("name", "required")
         if len(name) > MAX_NAME_LENGTH:
-            raise InvalidArgument(f"name: longer than {MAX_NAME_LENGTH} characters")
+            raise InvalidArgument.at("name", f"longer than {MAX_NAME_LENGTH} characters")
         scopes = list(dict.fromkeys(request.scopes)) or ["run"]
         for index, scope in enumerate(scopes):
             if scope not in SCOPES:
-                raise InvalidArgument(
-                    f"scopes[{index}]: unknown scope {scope!r} (known: {', '.join(SCOPES)})"
+                raise InvalidArgument.at(
+                    f"scopes[{index}]", f"unknown scope {scope!r} (known: {', '.join(SCOPES)})"
                 )
         key, secret = await self._services.db.run(
             lambda session: create_api_key(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from google.api import httpbody_pb2
 
-from flowport import linkai
+from flowport import linkai, statuses
 from flowport.server.context import Services
 from flowport.server.status import as_flowport_error, error_headers
 from flowport.v1 import linkai_pb2, linkai_pb2_grpc
@@ -36,14 +36,12 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
         except Exception as error:
             # Every failure, expected or not, is answered in LinkAI's envelope.
             known = as_flowport_error(error)
-            code = linkai.status_code(known)
-            # Envoy's Lua filter turns this header into the response's status.
+            # Envoy's Lua filter turns this header into the response's status: LinkAI's code.
+            code = statuses.of(known).linkai
             await context.send_initial_metadata(
                 (("x-http-status", str(code)), *error_headers(known))
             )
-            return httpbody_pb2.HttpBody(
-                content_type=JSON, data=linkai.error_body(code, known.message)
-            )
+            return httpbody_pb2.HttpBody(content_type=JSON, data=linkai.error_body(known))
         return httpbody_pb2.HttpBody(
             content_type=JSON,
             data=linkai.success_body(

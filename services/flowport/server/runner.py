@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from flowport import statuses
 from flowport.engine import (
     NodeFinished,
     NodeStarted,
@@ -115,7 +116,8 @@ def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
             return runner_pb2.RunStreamResponse(
                 error=runner_pb2.RunError(
                     node_id=event.node_id,
-                    code=event.error.http_status,
+                    # The REST status, as in FlowAI's error frames: the stream itself ends OK.
+                    code=statuses.of(event.error).rest,
                     message=event.error.message,
                     run_id=event.run_id,
                 )

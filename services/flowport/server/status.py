@@ -1,64 +1,58 @@
-"""The one place where domain errors become gRPC statuses and REST error bodies."""
+"""Domain errors as rich gRPC statuses (grpcio-status), with the codes of flowport.statuses.
+
+A native gRPC client gets the table's gRPC code, and a google.rpc.Status in the
+`grpc-status-details-bin` trailer with details: ErrorInfo always, BadRequest when an
+argument's field is known, RetryInfo when rate limited.
+
+A call Envoy transcoded from REST (its Lua filter marks it `x-flowport-surface: rest`) gets
+the same status, but the google.rpc.Status in it carries the table's REST status as its
+`code`, because Envoy prints that Status as the REST body; and an `x-http-status` trailer,
+which the Lua filter makes the response's status in place of Envoy's fixed gRPC-to-HTTP
+map. That works because an error before any message is a trailers-only response: its
+trailers are the response's headers, which the transcoder passes on to the Lua filter (tried
+with Envoy 1.40, unary and server-streaming, HTTP/1.1 and HTTP/2). Trailers after a message
+are no headers: there Envoy's map would apply, but a run's failures after its first event are
+RunError events, not statuses. (The header sent as initial metadata before the error sets the
+status too, but then a server-streaming route's grpc-status trailers reach HTTP/2 clients.)
+Envoy prints the details only because their types are in its descriptor set (protos.py).
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.rpc import status_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from flowport import errors
+from flowport import errors, statuses
 
 log = logging.getLogger(__name__)
 
-GRPC_CODES: dict[type[errors.FlowportError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.Conflict: grpc.StatusCode.ALREADY_EXISTS,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.UpstreamFailed: grpc.StatusCode.UNAVAILABLE,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    # Quota, as gRPC defines RESOURCE_EXHAUSTED; FlowAI's route answers 402, LinkAI's 406.
-    errors.CreditsExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    # ABORTED is the code Envoy answers 409 for, the status both REST surfaces use.
-    errors.ContentBlocked: grpc.StatusCode.ABORTED,
-}
-
-# The HTTP status Envoy's transcoder answers for each gRPC code (its fixed table).
-ENVOY_HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
-
 INTERNAL_MESSAGE = "internal error"
+DETAILS_KEY = "grpc-status-details-bin"
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+# google.rpc.Code (the table's) to the grpc.StatusCode with the same number.
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def grpc_code(error: errors.FlowportError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        code = GRPC_CODES.get(cls)
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    """What `abort_with_status` takes (grpc.Status is an interface; grpcio-status's own class
+    is private), so trailers besides the details can go with it."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: Metadata
 
 
 def is_rest(context: grpc.aio.ServicerContext) -> bool:
@@ -69,27 +63,56 @@ def is_rest(context: grpc.aio.ServicerContext) -> bool:
     )
 
 
-def error_json(status: int, message: str) -> bytes:
-    """The REST error body of API.md: {"code": <http status>, "message": "..."}."""
-    return json.dumps({"code": status, "message": message}, ensure_ascii=False).encode()
-
-
 def error_headers(error: errors.FlowportError) -> tuple[tuple[str, str], ...]:
     """Headers an error answer carries besides its body: `retry-after` when rate limited."""
-    if isinstance(error, errors.ResourceExhausted):
+    if isinstance(error, errors.RateLimited):
         return (("retry-after", str(error.retry_after_s)),)
     return ()
 
 
+def rich_status(error: errors.FlowportError, *, rest: bool) -> grpc.Status:
+    """The status a typed RPC ends with for `error`, for a native or a transcoded caller."""
+    row = statuses.of(error)
+    details = [_packed(detail) for detail in _details(error, row)]
+    if not rest:
+        native = rpc_status.to_status(
+            status_pb2.Status(code=row.grpc, message=error.message, details=details)
+        )
+        trailing = (*native.trailing_metadata, *error_headers(error))
+        return _Status(native.code, native.details, trailing)
+    body = status_pb2.Status(code=row.rest, message=error.message, details=details)
+    trailing = (
+        (DETAILS_KEY, body.SerializeToString()),
+        ("x-http-status", str(row.rest)),
+        *error_headers(error),
+    )
+    return _Status(_GRPC_CODES[row.grpc], error.message, trailing)
+
+
+def _details(error: errors.FlowportError, row: statuses.Statuses) -> list[Message]:
+    metadata = {} if error.node_id is None else {"node_id": error.node_id}
+    details: list[Message] = [
+        error_details_pb2.ErrorInfo(reason=row.reason, domain=statuses.DOMAIN, metadata=metadata)
+    ]
+    if isinstance(error, errors.InvalidArgument) and error.field is not None:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.message.removeprefix(f"{error.field}: ")
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    if isinstance(error, errors.RateLimited):
+        delay = duration_pb2.Duration(seconds=error.retry_after_s)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    return details
+
+
+def _packed(detail: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    return packed
+
+
 async def abort(context: grpc.aio.ServicerContext, error: errors.FlowportError) -> NoReturn:
-    code = grpc_code(error)
-    trailing: tuple[tuple[str, str | bytes], ...] = error_headers(error)
-    if is_rest(context):
-        # Envoy prints this Status as the body: `code` is the HTTP status REST clients see,
-        # as API.md's error body asks. Native gRPC clients get the plain status instead.
-        detail = status_pb2.Status(code=ENVOY_HTTP_STATUS.get(code, 500), message=error.message)
-        trailing += (("grpc-status-details-bin", detail.SerializeToString()),)
-    await context.abort(code, error.message, trailing_metadata=trailing)
+    await context.abort_with_status(rich_status(error, rest=is_rest(context)))
     raise AssertionError("unreachable: abort raises")
 
 
@@ -99,8 +122,8 @@ def as_flowport_error(error: Exception) -> errors.FlowportError:
 
 
 def internal(error: BaseException) -> errors.FlowportError:
-    """Unexpected exceptions are logged with their traceback and reach clients as 500
-    with no internals in the message."""
+    """Unexpected exceptions are logged with their traceback and reach clients as the service
+    failing, with no internals in the message."""
     log.error("unhandled error", exc_info=error)
     return errors.FlowportError(INTERNAL_MESSAGE)
 
