@@ -2,7 +2,7 @@
 
 Every surface reads it: FlowAI's route (its status, body and SSE error frames), LinkAI's
 envelope, the typed RPCs (their gRPC status, RunStream's RunError code, and their REST form
-through Envoy) and the management calls. docs/errors.md shows the same table; a test keeps
+through Envoy) and the management calls. docs/api.md (Errors) shows the same table; a test keeps
 the two equal.
 
 gRPC codes are named as google.rpc.Code, the code space grpc.StatusCode mirrors and the one

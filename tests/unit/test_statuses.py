@@ -1,5 +1,5 @@
 """The table of error statuses: every kind has a row, a kind without one answers as its base,
-and docs/errors.md shows the table as it is."""
+and docs/api.md shows the table as it is."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from google.rpc.code_pb2 import Code
 from flowport import errors, statuses
 from flowport.engine.nodes.workflow_node import TooDeep
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 # | `Kind` | when | `GRPC_CODE` | REST | LinkAI | `REASON` |
 DOCUMENTED_ROW = re.compile(
     r"^\| `(\w+)` \| [^|]+ \| `(\w+)` \| (\d+) \| (\d+) \| `(\w+)` \|$", re.M
