@@ -77,8 +77,12 @@ class DeadlineExceeded(FlowportError):
 
 
 class Unavailable(FlowportError):
-    """A part the run needs is not configured: the LLM provider (in a bare engine, the workflow
-    loader)."""
+    """A part the run needs is not there: the LLM provider is not configured (in a bare
+    engine, the workflow loader), or the replica executing the run stopped."""
+
+
+class RunEnded(FlowportError):
+    """A cancel call came for a run that had already ended; the message says how."""
 
 
 class Cancelled(FlowportError):

@@ -160,7 +160,7 @@ class Outbound:
         session = self._sessions.get(keep)
         if session is None:
             # aiohttp's TLS context is built once per process (httpx built one per client,
-            # ~30 ms of the event loop each). trust_env stays off: a proxy from the
+            # on the event loop). trust_env stays off: a proxy from the
             # environment would connect on our behalf and bypass the address check.
             connector = aiohttp.TCPConnector(
                 resolver=self._resolver, use_dns_cache=False, limit=0, force_close=not keep

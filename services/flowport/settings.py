@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     # How long in-flight runs may go on after SIGTERM before the service stops.
     shutdown_grace_s: float = 10.0
+    # A replica that has not renewed its lease for this long is taken for dead: the others
+    # fail its runs. Each replica renews three times per lease.
+    run_lease_s: float = Field(default=30.0, gt=0)
+    # An SSE stream writes a `: ping` comment after this long without a frame.
+    stream_heartbeat_s: float = Field(default=15.0, gt=0)
+    # A run's log of events keeps its token frames up to this size (every other frame always).
+    run_log_max_bytes: int = Field(default=1_048_576, ge=0)
+    # Log entries are dropped this long after they were written.
+    run_log_retention_s: float = Field(default=86_400.0, gt=0)
     # Flowport's own log lines from this level up; libraries log warnings only, unless DEBUG.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

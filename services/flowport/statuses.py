@@ -27,6 +27,7 @@ from flowport.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    RunEnded,
     SubWorkflowNotFound,
     Unauthenticated,
     Unavailable,
@@ -70,6 +71,7 @@ TABLE: dict[type[FlowportError], Statuses] = {
     UpstreamFailed:      Statuses(Code.UNAVAILABLE,        502,  503,  "UPSTREAM_FAILED"),
     Unavailable:         Statuses(Code.UNAVAILABLE,        503,  503,  "UNAVAILABLE"),
     DeadlineExceeded:    Statuses(Code.DEADLINE_EXCEEDED,  504,  503,  "DEADLINE_EXCEEDED"),
+    RunEnded:            Statuses(Code.FAILED_PRECONDITION, 409, 409,  "RUN_ENDED"),
     Cancelled:           Statuses(Code.CANCELLED,          499,  503,  "CANCELLED"),
     FlowportError:       Statuses(Code.INTERNAL,           500,  503,  "INTERNAL"),
 }

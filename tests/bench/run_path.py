@@ -1,5 +1,5 @@
-"""CPU per blocking run in one process, without gRPC or Envoy: RunService.prepare and
-run_to_end of the BMI workflow on a fresh SQLite file, `python -m tests.bench.run_path REV`
+"""CPU per blocking run in one process, without gRPC or Envoy: admission and execution to the
+end of the BMI workflow on a fresh SQLite file, `python -m tests.bench.run_path REV`
 (`make bench-run-path BASE=REV`).
 
 This checkout and REV (from a git worktree, first on PYTHONPATH) run in turns, each turn a
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.bench.versus import WORK_DIR, add_worktree, remove_worktree
 from tests.integration.stack import REPO
@@ -32,7 +33,6 @@ async def _measure(concurrency: int, runs: int, limited: bool) -> dict[str, floa
     """One turn, in this process: the CPU and wall time per run, in microseconds."""
     from flowport.auth import Authenticator
     from flowport.demo import DEMO_ACCOUNT, seed
-    from flowport.running import RunService
     from flowport.settings import Settings
     from flowport.storage import Database, set_credits
     from tests.bench.targets import BMI_INPUT, BMI_OUTPUT
@@ -45,14 +45,14 @@ async def _measure(concurrency: int, runs: int, limited: bool) -> dict[str, floa
         async with db.session() as session:
             await set_credits(session, name=DEMO_ACCOUNT, credits=10**9)
     principal = await Authenticator(db).authenticate(key)
-    runs_service = RunService(db=db, llm=None, settings=Settings(data_dir=data_dir))
+    admit, run_to_end, close = _run_path(db, Settings(data_dir=data_dir))
     workflow_id = workflow_ids["BMI"]
 
     async def one() -> None:
-        run = await runs_service.prepare(
+        run = await admit(
             principal, workflow_id=workflow_id, raw_input=BMI_INPUT, session_id=None, blocking=True
         )
-        if (await runs_service.run_to_end(run)).output != BMI_OUTPUT:
+        if (await run_to_end(run)).output != BMI_OUTPUT:
             raise RuntimeError("the BMI workflow answered wrong")
 
     async def runner(count: int) -> None:
@@ -71,13 +71,35 @@ async def _measure(concurrency: int, runs: int, limited: bool) -> dict[str, floa
         time.thread_time() - thread,
         time.perf_counter() - wall,
     )
-    await runs_service.aclose()
+    await close()
     await db.dispose()
     return {
         "loop_cpu_us": thread / total * 1e6,
         "process_cpu_us": process / total * 1e6,
         "wall_us": wall / total * 1e6,
     }
+
+
+def _run_path(db: Any, settings: Any) -> tuple[Any, Any, Any]:
+    """(admit, run_to_end, close) of the checkout on PYTHONPATH: this one's run path, or a
+    commit's from before it was split into admission, execution and the recorder."""
+    try:
+        from flowport.run_path import RunPath
+    except ImportError:
+        from flowport.running import RunService  # type: ignore[import-not-found]
+
+        service = RunService(db=db, llm=None, settings=settings)
+        return service.prepare, service.run_to_end, service.aclose
+    from flowport.outbound import FetchPolicy, Outbound
+
+    outbound = Outbound(FetchPolicy.from_settings(settings))
+    runs = RunPath.build(settings, db, replica_id="rep_bench", llm=None, outbound=outbound)
+
+    async def close() -> None:
+        await runs.recorder.close()
+        await outbound.aclose()
+
+    return runs.admission.admit, runs.execution.run_to_end, close
 
 
 def _turn(services: Path, concurrency: int, runs: int, limited: bool) -> dict[str, float]:

@@ -34,6 +34,7 @@ from flowport.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    RunEnded,
     SubWorkflowNotFound,
     Unauthenticated,
     Unavailable,
@@ -266,6 +267,17 @@ def unknown_run(world: World) -> ManagementCall:
     return ManagementCall(world.stack, world.api.key, ("GET", "/v1/runs/run_missing", None), get)
 
 
+def cancel_of_an_ended_run(world: World) -> ManagementCall:
+    run_id = world.api.run(world.api.publish(BMI), {"height": 2, "weight": 80}).json()["run_id"]
+
+    def cancel(channel: grpc.Channel, metadata: Metadata) -> object:
+        request = runs_pb2.CancelRunRequest(run_id=run_id)
+        return runs_pb2_grpc.RunsStub(channel).CancelRun(request, metadata=metadata)
+
+    rest = ("POST", f"/v1/runs/{run_id}:cancel", {})
+    return ManagementCall(world.stack, world.api.key, rest, cancel)
+
+
 def too_fast_managing(world: World) -> ManagementCall:
     key = _spent_key(world.limited)
     return ManagementCall(world.limited.stack, key, ("GET", "/v1/keys", None), _list_keys)
@@ -306,6 +318,7 @@ MANAGEMENT_TRIGGERS: dict[type[FlowportError], list[ManagementTrigger]] = {
     MissingScope:        [run_only_key_managing],
     NotFound:            [unknown_run],
     RateLimited:         [too_fast_managing],
+    RunEnded:            [cancel_of_an_ended_run],
 }
 # fmt: on
 

@@ -69,10 +69,17 @@ def test_cancelling_a_finished_run_changes_nothing_and_others_cannot(
     run_id = api.run(workflow_id, {"height": 2, "weight": 80}).json()["run_id"]
     _, other = stack.create_key()
 
-    assert api.post(f"/v1/runs/{run_id}:cancel", {}).json()["status"] == "succeeded"
+    refused = api.post(f"/v1/runs/{run_id}:cancel", {})
+    assert refused.status_code == 409
+    assert refused.json()["message"] == "the run already succeeded"
+    assert api.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
     assert (
         api.post(f"/v1/runs/{run_id}:cancel", {}, headers={"X-API-KEY": other}).status_code == 404
     )
+
+
+# A short lease, so a killed replica's runs are failed within the test's patience.
+LEASE_S = 2.0
 
 
 @pytest.fixture
@@ -82,13 +89,14 @@ def own_stack(tmp_path: Path, fake_llm_server: FakeLlm) -> Iterator[Stack]:
         data_dir=tmp_path,
         database_url=f"sqlite:///{tmp_path / 'flowport.db'}",
         llm_base_url=fake_llm_server.base_url,
+        extra_env={"FLOWPORT_RUN_LEASE_S": str(LEASE_S)},
     )
     stack.start()
     yield stack
     stack.stop()
 
 
-def test_runs_cut_by_a_crash_are_marked_failed_on_restart(
+def test_runs_cut_by_a_crash_are_failed_once_the_lease_expires(
     own_stack: Stack, fake_llm: FakeLlm
 ) -> None:
     fake_llm.set_reply(tokens=["a", "b"], pause_after=1)
@@ -112,9 +120,14 @@ def test_runs_cut_by_a_crash_are_marked_failed_on_restart(
 
     own_stack.start()
     with Api(own_stack.base_url, key) as api:
-        run = api.get(f"/v1/runs/{run_id}").json()
+        # The replica that started reaps the dead one's run once its lease has expired.
+        run = wait_for(
+            lambda: (r := api.get(f"/v1/runs/{run_id}").json())["status"] != "running" and r,
+            timeout_s=LEASE_S * 5,
+            what="the dead replica's run to be failed",
+        )
         assert run["status"] == "failed"
-        assert run["error"] == "the service stopped during the run"
+        assert run["error"] == "the replica running it stopped"
         assert api.run(workflow_id, {"输入": "again"}).status_code == 200
 
 

@@ -14,7 +14,7 @@ from flowport.storage import (
     Account,
     Database,
     NewRun,
-    RunWriter,
+    Recorder,
     SessionTurn,
     create_run,
     create_workflow,
@@ -69,7 +69,7 @@ async def _turn(db: Database, account: Account, run_id: str, user: str, assistan
                 session_id="s1",
             ),
         )
-    await RunWriter(db).finish(
+    await Recorder(db).finish(
         run_id=run_id,
         status="succeeded",
         output=assistant,
@@ -150,7 +150,7 @@ async def test_beginning_a_run_spends_a_credit_and_writes_its_row_only_if_one_is
 ):
     async with db.session() as session:
         await set_credits(session, name=account.name, credits=credits)
-    writer = RunWriter(db)
+    writer = Recorder(db)
     run = _new_run(account, await _workflow_id(db, account))
 
     begun = await writer.begin(run, spend=True, memory_ttl_s=None)
@@ -163,7 +163,7 @@ async def test_beginning_a_run_spends_a_credit_and_writes_its_row_only_if_one_is
 
 
 async def test_an_unlimited_account_spends_nothing_and_says_so(db: Database, account: Account):
-    writer = RunWriter(db)
+    writer = Recorder(db)
     begun = await writer.begin(
         _new_run(account, await _workflow_id(db, account)), spend=True, memory_ttl_s=None
     )
@@ -176,7 +176,7 @@ async def test_runs_beginning_at_once_never_both_spend_the_last_credit(
 ):
     async with db.session() as session:
         await set_credits(session, name=account.name, credits=3)
-    writer = RunWriter(db)
+    writer = Recorder(db)
     workflow_id = await _workflow_id(db, account)
     runs = [_new_run(account, workflow_id) for _ in range(10)]
 
@@ -193,7 +193,7 @@ async def test_beginning_a_run_reads_its_sessions_turns_until_they_expire(
 ):
     for number in range(2):
         await _turn(db, account, f"run_{number}", f"q{number}", f"a{number}")
-    writer = RunWriter(db)
+    writer = Recorder(db)
     workflow_id = await _workflow_id(db, account)
 
     fresh = await writer.begin(_new_run(account, workflow_id), spend=False, memory_ttl_s=60)

@@ -1,4 +1,4 @@
-"""Runs: created when a call starts, finished by the run writer with every node's record."""
+"""Runs: created when a call starts, finished by the recorder with every node's record."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from flowport.storage import (
     Database,
     NewRun,
     NodeRunRecord,
-    RunWriter,
+    Recorder,
     Workflow,
     create_run,
     create_workflow,
-    fail_running_runs,
     get_run,
     publish_workflow,
 )
@@ -75,7 +74,7 @@ async def test_a_finished_run_stores_the_outcome_and_every_node(
     ]
     async with db.session() as session:
         run_id = await start(session, account, workflow)
-    await RunWriter(db).finish(
+    await Recorder(db).finish(
         run_id=run_id,
         status="succeeded",
         output="您的BMI值是21.6",
@@ -102,7 +101,7 @@ async def test_failed_run_keeps_the_error_and_node(
 ):
     async with db.session() as session:
         run_id = await start(session, account, workflow)
-    await RunWriter(db).finish(
+    await Recorder(db).finish(
         run_id=run_id,
         status="failed",
         output=None,
@@ -127,28 +126,3 @@ async def test_another_accounts_run_is_not_found(
     run_id = await start(session, account, workflow)
     with pytest.raises(NotFound):
         await get_run(session, account_id=other_account.id, run_id=run_id)
-
-
-async def test_fail_running_runs_after_a_crash(db: Database, account: Account, workflow: Workflow):
-    async with db.session() as session:
-        crashed = [await start(session, account, workflow) for _ in range(2)]
-        done = await start(session, account, workflow)
-        await RunWriter(db).finish(
-            run_id=done,
-            status="succeeded",
-            output="ok",
-            error=None,
-            error_node=None,
-            total_time=0.1,
-            node_runs=[],
-        )
-        assert await fail_running_runs(session, reason="service restarted") == 2
-        assert await fail_running_runs(session, reason="service restarted") == 0
-
-    async with db.session() as session:
-        for run_id in crashed:
-            run, _ = await get_run(session, account_id=account.id, run_id=run_id)
-            assert (run.status, run.error) == ("failed", "service restarted")
-            assert run.finished_at is not None
-        run, _ = await get_run(session, account_id=account.id, run_id=done)
-        assert (run.status, run.error) == ("succeeded", None)

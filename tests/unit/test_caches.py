@@ -3,15 +3,18 @@ trusting them: at once for changes made through it, after a second for changes m
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from flowport.admission import UNLIMITED_CACHE_TTL_S
 from flowport.auth import CACHE_TTL_S, Authenticator
+from flowport.catalog import CACHE_TTL_S as WORKFLOW_CACHE_TTL_S
 from flowport.demo import BMI
 from flowport.errors import CreditsExhausted, Unauthenticated
-from flowport.running import UNLIMITED_CACHE_TTL_S, WORKFLOW_CACHE_TTL_S, RunService
-from flowport.settings import Settings
+from flowport.replicas import Replica
+from flowport.run_path import RunPath
 from flowport.storage import (
     Database,
     create_api_key,
@@ -22,6 +25,7 @@ from flowport.storage import (
     set_credits,
     update_workflow_draft,
 )
+from tests.unit.local_runs import local_run_path, run_once
 
 
 class Clock:
@@ -51,7 +55,7 @@ async def test_a_key_revoked_through_the_service_fails_on_the_next_call(db: Data
     assert (await auth.authenticate(secret)).key_id == key_id
 
     await _revoke_elsewhere(db, account_id, key_id)
-    await auth.forget(key_id)
+    auth.forget(key_id)
 
     with pytest.raises(Unauthenticated):
         await auth.authenticate(secret)
@@ -72,20 +76,27 @@ async def test_a_key_revoked_elsewhere_fails_once_the_cache_expires(db: Database
         await auth.authenticate(secret)
 
 
-async def test_a_key_revoked_on_a_replica_sharing_redis_fails_on_the_next_call(
-    db: Database, redis_url: str
-):
-    redis = redis_url
+async def test_a_key_revoked_on_another_replica_fails_here_on_the_next_call(db: Database):
     account_id, key_id, secret = await _key(db)
-    here, there = Authenticator(db, redis_url=redis), Authenticator(db, redis_url=redis)
-    await here.authenticate(secret)
-    await there.authenticate(secret)
-
-    await _revoke_elsewhere(db, account_id, key_id)
-    await there.forget(key_id)
-
-    with pytest.raises(Unauthenticated):
+    here = Authenticator(db)
+    # Two replicas of one database, each with its channel, as create_server wires them.
+    lease = {"lease_s": 30.0, "log_retention_s": 60.0}
+    replica_here, replica_there = Replica(db, **lease), Replica(db, **lease)
+    replica_here.on("forget-key", here.forget)
+    await replica_here.start()
+    await replica_there.start()
+    try:
         await here.authenticate(secret)
+
+        await _revoke_elsewhere(db, account_id, key_id)
+        await replica_there.publish("forget-key", key_id)
+        await asyncio.sleep(0.1)  # the message crosses to the other process's socket
+
+        with pytest.raises(Unauthenticated):
+            await here.authenticate(secret)
+    finally:
+        await replica_there.stop()
+        await replica_here.stop()
 
 
 async def _published(db: Database, output: str) -> tuple[str, str]:
@@ -117,18 +128,9 @@ async def _republish(db: Database, account_id: str, workflow_id: str, output: st
         await publish_workflow(session, account_id=account_id, workflow_id=workflow_id)
 
 
-async def _output(runs: RunService, db: Database, account_id: str, workflow_id: str) -> str:
-    auth = Authenticator(db)
-    async with db.session() as session:
-        _, secret = await create_api_key(session, account_id=account_id, name="k", scopes=["run"])
-    principal = await auth.authenticate(secret)
-    run = await runs.prepare(
-        principal,
-        workflow_id=workflow_id,
-        raw_input={"height": 2, "weight": 80},
-        session_id=None,
-    )
-    return (await runs.run_to_end(run)).output
+async def _output(runs: RunPath, db: Database, account_id: str, workflow_id: str) -> str:
+    result = await run_once(runs, db, account_id, workflow_id, {"height": 2, "weight": 80})
+    return result.output
 
 
 async def test_a_new_version_runs_next_when_published_here_and_within_a_second_elsewhere(
@@ -136,19 +138,21 @@ async def test_a_new_version_runs_next_when_published_here_and_within_a_second_e
 ):
     account_id, workflow_id = await _published(db, "v1 {{ calc.output }}")
     clock = Clock()
-    runs = RunService(db=db, llm=None, settings=Settings(data_dir=tmp_path), clock=clock)
-    assert await _output(runs, db, account_id, workflow_id) == "v1 20.0"
+    async with local_run_path(db, tmp_path, clock=clock) as runs:
+        assert await _output(runs, db, account_id, workflow_id) == "v1 20.0"
 
-    # Published by another process: the cached version runs until it expires.
-    await _republish(db, account_id, workflow_id, "v2 {{ calc.output }}")
-    assert await _output(runs, db, account_id, workflow_id) == "v1 20.0"
-    clock.now += WORKFLOW_CACHE_TTL_S
-    assert await _output(runs, db, account_id, workflow_id) == "v2 20.0"
+        # Published by a process that tells no replica: the cached version runs until it
+        # expires.
+        await _republish(db, account_id, workflow_id, "v2 {{ calc.output }}")
+        assert await _output(runs, db, account_id, workflow_id) == "v1 20.0"
+        clock.now += WORKFLOW_CACHE_TTL_S
+        assert await _output(runs, db, account_id, workflow_id) == "v2 20.0"
 
-    # Published through this service (which then forgets the workflow): the next run uses it.
-    await _republish(db, account_id, workflow_id, "v3 {{ calc.output }}")
-    runs.forget_workflow(workflow_id)
-    assert await _output(runs, db, account_id, workflow_id) == "v3 20.0"
+        # Published through a replica (which then has every replica forget the workflow):
+        # the next run uses it.
+        await _republish(db, account_id, workflow_id, "v3 {{ calc.output }}")
+        runs.catalog.forget(workflow_id)
+        assert await _output(runs, db, account_id, workflow_id) == "v3 20.0"
 
 
 async def test_unlimited_credits_are_trusted_a_second_and_a_limit_applies_after(
@@ -156,11 +160,11 @@ async def test_unlimited_credits_are_trusted_a_second_and_a_limit_applies_after(
 ):
     account_id, workflow_id = await _published(db, "{{ calc.output }}")
     clock = Clock()
-    runs = RunService(db=db, llm=None, settings=Settings(data_dir=tmp_path), clock=clock)
-    assert await _output(runs, db, account_id, workflow_id) == "20.0"
+    async with local_run_path(db, tmp_path, clock=clock) as runs:
+        assert await _output(runs, db, account_id, workflow_id) == "20.0"
 
-    async with db.session() as session:
-        await set_credits(session, name="acme", credits=0)
-    clock.now += UNLIMITED_CACHE_TTL_S
-    with pytest.raises(CreditsExhausted):
-        await _output(runs, db, account_id, workflow_id)
+        async with db.session() as session:
+            await set_credits(session, name="acme", credits=0)
+        clock.now += UNLIMITED_CACHE_TTL_S
+        with pytest.raises(CreditsExhausted):
+            await _output(runs, db, account_id, workflow_id)

@@ -3,14 +3,13 @@ server whose services were registered through LenientHandlers (no interceptor)."
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from flowport.server.decoding import UNDECODABLE, LenientHandlers
-from flowport.v1 import runner_pb2, runner_pb2_grpc, runs_pb2, runs_pb2_grpc
+from flowport.v1 import runs_pb2, runs_pb2_grpc
 
 # GetRunRequest{run_id: <bytes that are not UTF-8>}: field 1, length-delimited, 2 bytes.
 NOT_UTF8 = b"\x0a\x02\xff\xfe"
@@ -72,55 +71,3 @@ async def test_a_service_registered_without_method_names_is_refused() -> None:
     handlers.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("x.Y", {}),))
     with pytest.raises(RuntimeError, match="without its method handlers"):
         handlers.install(grpc.aio.server())
-
-
-class GatedRunner(runner_pb2_grpc.WorkflowRunnerServicer):
-    """Answers once `gate` opens; `entered` tells that a call is being handled."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.entered = asyncio.Event()
-
-    async def Run(
-        self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
-    ) -> runner_pb2.RunResponse:
-        self.entered.set()
-        await self.gate.wait()
-        return runner_pb2.RunResponse(output="done")
-
-    async def RunStream(
-        self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
-        self.entered.set()
-        await self.gate.wait()
-        yield runner_pb2.RunStreamResponse(output=runner_pb2.RunOutput(output="done"))
-
-
-async def test_calls_being_handled_are_counted_until_they_end() -> None:
-    # The run writer asks this whether other calls' writes are worth gathering.
-    servicer = GatedRunner()
-    server = grpc.aio.server()
-    handlers = LenientHandlers()
-    runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(servicer, handlers)
-    handlers.install(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = runner_pb2_grpc.WorkflowRunnerStub(channel)
-        for call in (
-            lambda: stub.Run(runner_pb2.RunRequest(workflow_id="w")),
-            lambda: _all(stub.RunStream(runner_pb2.RunStreamRequest(workflow_id="w"))),
-        ):
-            servicer.gate.clear()
-            servicer.entered.clear()
-            calling = asyncio.ensure_future(call())
-            await asyncio.wait_for(servicer.entered.wait(), 5)
-            assert handlers.in_flight.count == 1
-            servicer.gate.set()
-            await asyncio.wait_for(calling, 5)
-            assert handlers.in_flight.count == 0
-    await server.stop(None)
-
-
-async def _all(stream: AsyncIterator[runner_pb2.RunStreamResponse]) -> list[object]:
-    return [message async for message in stream]

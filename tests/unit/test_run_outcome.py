@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from flowport.admission import PreparedRun
 from flowport.auth import Authenticator
 from flowport.demo import BMI
 from flowport.engine import RunEvent, RunSucceeded
-from flowport.running import PreparedRun, RunService
-from flowport.settings import Settings
+from flowport.run_path import RunPath
 from flowport.storage import (
     Database,
     create_api_key,
@@ -22,27 +22,28 @@ from flowport.storage import (
     get_run,
     publish_workflow,
 )
+from tests.unit.local_runs import local_run_path
 
 
 class HeldOutcome:
-    """Holds the writer's write of a run's outcome until released."""
+    """Holds the recorder's write of a run's outcome until released."""
 
-    def __init__(self, runs: RunService) -> None:
+    def __init__(self, runs: RunPath) -> None:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
-        writer = runs._writer
-        write = writer._write
+        recorder = runs.recorder
+        write = recorder._write
 
-        async def held(batch: list[Any]) -> None:
+        async def held(connection: Any, *, batch: list[Any], alone: bool = False) -> bool:
             if any(item.end is not None for item in batch):
                 self.reached.set()
                 await self.release.wait()
-            await write(batch)
+            return await write(connection, batch=batch, alone=alone)
 
-        writer._write = held  # type: ignore[method-assign]
+        recorder._write = held  # type: ignore[method-assign]
 
 
-async def _prepared(db: Database, runs: RunService) -> tuple[str, PreparedRun]:
+async def _prepared(db: Database, runs: RunPath) -> tuple[str, PreparedRun]:
     async with db.session() as session:
         account = await get_or_create_account(session, name="acme")
         workflow = await create_workflow(
@@ -51,7 +52,7 @@ async def _prepared(db: Database, runs: RunService) -> tuple[str, PreparedRun]:
         await publish_workflow(session, account_id=account.id, workflow_id=workflow.id)
         _, secret = await create_api_key(session, account_id=account.id, name="k", scopes=["run"])
     principal = await Authenticator(db).authenticate(secret)
-    run = await runs.prepare(
+    run = await runs.admission.admit(
         principal, workflow_id=workflow.id, raw_input={"height": 1.8, "weight": 75}, session_id=None
     )
     return account.id, run
@@ -66,18 +67,17 @@ async def _recorded(db: Database, account_id: str, run_id: str) -> tuple[str, li
 async def test_a_client_leaving_while_the_outcome_is_written_leaves_it_as_it_was(
     db: Database, tmp_path: Path
 ):
-    runs = RunService(db=db, llm=None, settings=Settings(data_dir=tmp_path))
-    held = HeldOutcome(runs)
-    account_id, run = await _prepared(db, runs)
+    async with local_run_path(db, tmp_path) as runs:
+        held = HeldOutcome(runs)
+        account_id, run = await _prepared(db, runs)
 
-    consumer = asyncio.create_task(runs.run_to_end(run))
-    await asyncio.wait_for(held.reached.wait(), 5)
-    consumer.cancel()  # the client goes away
-    await asyncio.sleep(0.05)
-    held.release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(consumer, 5)
-    await runs.aclose()
+        consumer = asyncio.create_task(runs.execution.run_to_end(run))
+        await asyncio.wait_for(held.reached.wait(), 5)
+        consumer.cancel()  # the client goes away
+        await asyncio.sleep(0.05)
+        held.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(consumer, 5)
 
     status, nodes = await _recorded(db, account_id, run.run_id)
     # Succeeded, with each node once: no "cancelled" outcome written after it.
@@ -88,20 +88,20 @@ async def test_a_client_leaving_while_the_outcome_is_written_leaves_it_as_it_was
 async def test_a_cancel_call_while_the_outcome_is_written_gets_that_outcome(
     db: Database, tmp_path: Path
 ):
-    runs = RunService(db=db, llm=None, settings=Settings(data_dir=tmp_path))
-    held = HeldOutcome(runs)
-    account_id, run = await _prepared(db, runs)
+    async with local_run_path(db, tmp_path) as runs:
+        held = HeldOutcome(runs)
+        account_id, run = await _prepared(db, runs)
 
-    async def consume() -> list[RunEvent]:
-        return [event async for event in runs.events(run)]
+        async def consume() -> list[RunEvent]:
+            return [event async for event in runs.execution.events(run)]
 
-    consumer = asyncio.create_task(consume())
-    await asyncio.wait_for(held.reached.wait(), 5)
-    cancelling = asyncio.create_task(runs.cancel(run.run_id))
-    await asyncio.sleep(0.05)
-    held.release.set()
-    events = await asyncio.wait_for(consumer, 5)
-    assert await cancelling
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(held.reached.wait(), 5)
+        cancelling = asyncio.create_task(runs.execution.cancel_here(run.run_id))
+        await asyncio.sleep(0.05)
+        held.release.set()
+        events = await asyncio.wait_for(consumer, 5)
+        assert await cancelling
 
     assert isinstance(events[-1], RunSucceeded) and events[-1].output == "您的BMI值是23.15"
     status, nodes = await _recorded(db, account_id, run.run_id)

@@ -47,16 +47,18 @@ async def execute(
     max_depth: int = MAX_DEPTH,
     depth: int = 0,
     live: bool = True,
+    idle_s: float | None = None,
 ) -> AsyncGenerator[list[RunEvent], None]:
     """Runs the workflow on already validated `inputs`.
 
     Yields the events in batches, each time every event that happened since the consumer
-    last asked (never none), so that a consumer sending them over a network can send one
-    message for all: RunStarted, then per node NodeStarted, its Tokens (a run of them in
-    one batch joined into one), NodeFinished (a skipped node: NodeFinished alone), and last
-    RunSucceeded or RunFailed. `events_of` gives them one by one. Closing the iterator early
-    (the client went away) cancels every node still running, and returns once they have
-    stopped.
+    last asked, so that a consumer sending them over a network can send one message for
+    all: RunStarted, then per node NodeStarted, its Tokens (a run of them in one batch
+    joined into one), NodeFinished (a skipped node: NodeFinished alone), and last
+    RunSucceeded or RunFailed. A batch is empty only when `idle_s` passed without an event
+    (a stream writes a heartbeat then). `events_of` gives them one by one. Closing the
+    iterator early (the client went away) cancels every node still running, and returns
+    once they have stopped.
 
     `load_workflow` finds the workflows that workflow nodes run (without it they fail);
     http nodes call through `outbound` (its owner closes it); `depth` is how deep in
@@ -85,9 +87,9 @@ async def execute(
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
     try:
         while True:
-            batch = await run.events.next_batch()
+            batch = await run.events.next_batch(idle_s)
             yield _joined_tokens(batch)
-            if isinstance(batch[-1], RunSucceeded | RunFailed):
+            if batch and isinstance(batch[-1], RunSucceeded | RunFailed):
                 return
     finally:
         if not driver.done():
@@ -328,8 +330,8 @@ class _Events:
     """A run's events in order: its nodes put them, its one consumer takes all that wait.
 
     Not an asyncio.Queue: that counts unfinished tasks and wakes a getter on every put, and
-    its put and get cost more than the rest of a template node's events (~3 us per event on
-    the bench's VM, 9 events in a BMI run); this consumer always takes everything at once."""
+    its put and get cost more than the rest of a template node's events; this consumer
+    always takes everything at once."""
 
     def __init__(self) -> None:
         self._waiting: list[RunEvent] = []
@@ -345,12 +347,28 @@ class _Events:
         taken, self._waiting = self._waiting, []
         return taken
 
-    async def next_batch(self) -> list[RunEvent]:
-        """Every event put since the last take, waiting for the first if there is none."""
+    async def next_batch(self, idle_s: float | None = None) -> list[RunEvent]:
+        """Every event put since the last take, waiting for the first if there is none;
+        none after `idle_s` without one."""
+        loop = asyncio.get_running_loop()
         while not self._waiting:
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await self._wakeup
+            self._wakeup = wakeup = loop.create_future()
+            if idle_s is None:
+                await wakeup
+                continue
+            timer = loop.call_later(idle_s, _wake, wakeup)
+            try:
+                await wakeup
+            finally:
+                timer.cancel()
+            if not self._waiting:
+                return []
         return self.take()
+
+
+def _wake(wakeup: asyncio.Future[None]) -> None:
+    if not wakeup.done():
+        wakeup.set_result(None)
 
 
 def _joined_tokens(batch: list[RunEvent]) -> list[RunEvent]:

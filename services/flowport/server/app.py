@@ -19,9 +19,11 @@ from sqlalchemy import make_url
 from flowport.auth import Authenticator
 from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, write_config
-from flowport.policy import ContentPolicy
+from flowport.outbound import FetchPolicy, Outbound
 from flowport.ratelimit import RateLimiter
-from flowport.running import RunService
+from flowport.replicas import Replica, reap
+from flowport.run_log import Notices, RunLogReader
+from flowport.run_path import RunPath
 from flowport.server.context import Services
 from flowport.server.decoding import LenientHandlers
 from flowport.server.flowai import FlowAiServicer
@@ -31,7 +33,7 @@ from flowport.server.runner import WorkflowRunnerServicer
 from flowport.server.runs import RunsServicer
 from flowport.server.workflows import WorkflowsServicer
 from flowport.settings import Settings
-from flowport.storage import Database, fail_running_runs
+from flowport.storage import Database
 from flowport.v1 import (
     flowai_pb2,
     flowai_pb2_grpc,
@@ -69,43 +71,40 @@ class FlowportServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    db: Database
+    services: Services
+    outbound: Outbound
     llm: LlmClient | None
-    runs: RunService | None = None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
-        if self.runs is not None:
-            # Outcomes of runs whose clients went away may still be on their way to the
-            # database: written before the connection closes.
-            await self.runs.aclose()
+        # Outcomes of runs whose clients went away may still be on their way to the
+        # database: written before the replica leaves and the connections close.
+        await self.services.execution.drain()
+        await self.services.replica.stop()
+        await self.outbound.aclose()
         if self.llm is not None:
             await self.llm.aclose()
-        await self.db.dispose()
+        await self.services.db.dispose()
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Migrates the database and fails the runs a crash left "running": once per start."""
+    """Migrates the database and fails the runs of replicas that stopped without ending them
+    (a crash): once per start, before any replica of this start takes runs."""
     db = Database.connect(settings.resolved_database_url)
     try:
         await db.migrate()
-        async with db.session() as session:
-            # Runs left "running" by a crash can never finish now.
-            stale = await fail_running_runs(session, reason="the service stopped during the run")
+        await reap(db, lease_s=settings.run_lease_s, log_retention_s=settings.run_log_retention_s)
     finally:
         await db.dispose()
-    if stale:
-        log.warning("marked %d interrupted runs as failed", stale)
 
 
 def _tune_garbage_collector() -> None:
     """Objects alive once the service has started (imported code, the servicers) are moved
     out of the collector's sight, and the youngest generation is collected every 10,000
     allocations instead of every 700: a run allocates thousands of short-lived objects
-    that reference counting frees anyway. Measured: +5.7 % blocking runs per second
-    (three alternating pairs)."""
+    that reference counting frees anyway, so collecting them costs more than it frees."""
     gc.collect()  # startup's own garbage, rather than frozen with the rest
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
@@ -133,24 +132,9 @@ async def create_server(
     if prepare:
         await prepare_database(settings)
     db = Database.connect(settings.resolved_database_url)
-
-    llm = create_llm_client(settings)
-    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, and
-    # count the calls in hand: the run writer gathers the writes of calls handled together.
+    services, outbound, llm = await _assemble(settings, db)
+    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT.
     handlers = LenientHandlers()
-    services = Services(
-        settings=settings,
-        db=db,
-        auth=Authenticator(db, redis_url=settings.redis_url),
-        limiter=RateLimiter(settings),
-        runs=RunService(
-            db=db,
-            llm=llm,
-            settings=settings,
-            policy=ContentPolicy.from_file(settings.content_policy),
-            busy=lambda: handlers.in_flight.count > 1,
-        ),
-    )
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),
@@ -178,8 +162,60 @@ async def create_server(
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return FlowportServer(
-        server=server, port=bound, health=health_servicer, db=db, llm=llm, runs=services.runs
+        server=server,
+        port=bound,
+        health=health_servicer,
+        services=services,
+        outbound=outbound,
+        llm=llm,
     )
+
+
+async def _assemble(
+    settings: Settings, db: Database
+) -> tuple[Services, Outbound, LlmClient | None]:
+    """The service's parts, wired once, and this process registered as a replica."""
+    replica = Replica(
+        db, lease_s=settings.run_lease_s, log_retention_s=settings.run_log_retention_s
+    )
+    llm = create_llm_client(settings)
+    # Fetched files and http nodes: one client, so their connections are reused.
+    outbound = Outbound(FetchPolicy.from_settings(settings))
+    notices = Notices()
+
+    def logged(run_ids: list[str]) -> None:
+        # Followers on other replicas that watch these runs look at their logs again.
+        watched = runs.execution.watched(run_ids)
+        if watched:
+            replica.publish_soon("logged", *watched)
+
+    runs = RunPath.build(
+        settings, db, replica_id=replica.id, llm=llm, outbound=outbound, on_logged=logged
+    )
+    services = Services(
+        settings=settings,
+        db=db,
+        auth=Authenticator(db),
+        limiter=RateLimiter(settings, replicas=lambda: replica.live_count),
+        catalog=runs.catalog,
+        admission=runs.admission,
+        execution=runs.execution,
+        replica=replica,
+        run_log=RunLogReader(
+            db,
+            live=runs.execution.live_log,
+            watch=lambda run_id: replica.publish_soon("follow", run_id),
+            notices=notices,
+            heartbeat_s=settings.stream_heartbeat_s,
+        ),
+    )
+    replica.on("cancel", runs.execution.cancel_here)
+    replica.on("follow", runs.execution.watch)
+    replica.on("logged", notices.logged)
+    replica.on("forget-key", services.auth.forget)
+    replica.on("forget-workflow", runs.catalog.forget)
+    await replica.start()
+    return services, outbound, llm
 
 
 @contextlib.asynccontextmanager

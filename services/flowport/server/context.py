@@ -6,9 +6,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from flowport.admission import Admission
 from flowport.auth import Authenticator, Principal, key_from_metadata
+from flowport.catalog import Catalog
+from flowport.execution import Execution
 from flowport.ratelimit import RateLimiter
-from flowport.running import RunService
+from flowport.replicas import Replica
+from flowport.run_log import RunLogReader
 from flowport.settings import Settings
 from flowport.storage import Database
 
@@ -21,7 +25,11 @@ class Services:
     db: Database
     auth: Authenticator
     limiter: RateLimiter
-    runs: RunService
+    catalog: Catalog
+    admission: Admission
+    execution: Execution
+    replica: Replica
+    run_log: RunLogReader
 
     async def caller(self, context: grpc.aio.ServicerContext) -> Principal:
         """The authenticated key behind a call, once it is within its rate limit."""
@@ -35,3 +43,13 @@ class Services:
         principal = await self.caller(context)
         principal.require("admin")
         return principal
+
+    async def forget_workflow(self, workflow_id: str) -> None:
+        """The workflow was saved or published: every replica reads it afresh."""
+        self.catalog.forget(workflow_id)
+        await self.replica.publish("forget-workflow", workflow_id)
+
+    async def forget_key(self, key_id: str) -> None:
+        """The key was revoked: every replica refuses it from the next call on."""
+        self.auth.forget(key_id)
+        await self.replica.publish("forget-key", key_id)

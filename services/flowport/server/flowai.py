@@ -8,6 +8,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from flowport import flowai, statuses
+from flowport.run_log import PING
 from flowport.server.context import Services
 from flowport.server.status import as_flowport_error, error_headers
 from flowport.v1 import flowai_pb2, flowai_pb2_grpc
@@ -27,11 +28,11 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
     async def RunWorkflow(
         self, request: flowai_pb2.RunWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        runs = self._services.runs
+        execution = self._services.execution
         try:
             body = flowai.parse_request(request.body.data)
             caller = await self._services.caller(context)
-            run = await runs.prepare(
+            run = await self._services.admission.admit(
                 caller,
                 workflow_id=request.workflow_id,
                 raw_input=body.input,
@@ -48,7 +49,7 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
         run_header = (("x-run-id", run.run_id), ("x-session-id", run.session_id))
         if not body.stream:
             try:
-                result = await runs.run_to_end(run)
+                result = await execution.run_to_end(run)
             except Exception as error:
                 yield await _http_error(context, error, run_header)
                 return
@@ -60,12 +61,14 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
 
         await context.send_initial_metadata(SSE_HEADERS + run_header)
         try:
-            async for batch in runs.batches(run):
-                # The frames of every event ready at once in one message: SSE is a byte
-                # stream, so the client reads the same bytes, with one write instead of many.
-                data = b"".join(filter(None, map(flowai.render_event, batch)))
-                if data:
-                    yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
+            async for batch in execution.batches(run):
+                if not batch.events:
+                    # A quiet spell: a comment keeps proxies from cutting the stream.
+                    yield httpbody_pb2.HttpBody(content_type=SSE, data=PING)
+                elif batch.frames:
+                    # The frames of every event ready at once in one message: SSE is a byte
+                    # stream, so the client reads the same bytes, with one write, not many.
+                    yield httpbody_pb2.HttpBody(content_type=SSE, data=batch.data)
         except Exception as error:
             # After the first byte the HTTP status cannot change: the error is a frame.
             yield httpbody_pb2.HttpBody(

@@ -80,6 +80,6 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
         await self._services.db.run(
             lambda session: revoke_api_key(session, account_id=caller.account_id, key_id=request.id)
         )
-        # Refused from the next call on, not only once cached keys expire.
-        await self._services.auth.forget(request.id)
+        # Refused from the next call on, on every replica, not only once cached keys expire.
+        await self._services.forget_key(request.id)
         return keys_pb2.DeleteApiKeyResponse()

@@ -20,11 +20,10 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
     async def RunApp(
         self, request: linkai_pb2.RunAppRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        runs = self._services.runs
         try:
             body = linkai.parse_request(request.body.data)
             caller = await self._services.caller(context)
-            run = await runs.prepare(
+            run = await self._services.admission.admit(
                 caller,
                 workflow_id=body.app_code,
                 raw_input=body.args,
@@ -32,7 +31,7 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
                 map_input=linkai.map_args,
                 blocking=True,
             )
-            result = await runs.run_to_end(run)
+            result = await self._services.execution.run_to_end(run)
         except Exception as error:
             # Every failure, expected or not, is answered in LinkAI's envelope.
             known = as_flowport_error(error)

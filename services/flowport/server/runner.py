@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from flowport import statuses
+from flowport.admission import PreparedRun
 from flowport.engine import (
     NodeFinished,
     NodeStarted,
@@ -17,7 +18,6 @@ from flowport.engine import (
     Token,
 )
 from flowport.engine.llm import TokenUsage
-from flowport.running import PreparedRun
 from flowport.server.context import Services
 from flowport.server.convert import from_struct, struct
 from flowport.server.status import translate_errors
@@ -37,7 +37,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
     ) -> PreparedRun:
         """Run and RunStream carry the same fields and go through the same checks."""
         caller = await self._services.caller(context)
-        return await self._services.runs.prepare(
+        return await self._services.admission.admit(
             caller,
             workflow_id=request.workflow_id,
             raw_input=from_struct(request.input),
@@ -50,7 +50,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
     ) -> runner_pb2.RunResponse:
         run = await self._prepare(request, context, blocking=True)
-        result = await self._services.runs.run_to_end(run)
+        result = await self._services.execution.run_to_end(run)
         return runner_pb2.RunResponse(
             output=result.output,
             total_time=result.total_time,
@@ -64,7 +64,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
         run = await self._prepare(request, context, blocking=False)
-        async for event in self._services.runs.events(run):
+        async for event in self._services.execution.events(run):
             yield _event(event, session_id=run.session_id)
 
 

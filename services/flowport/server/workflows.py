@@ -51,8 +51,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                 session, account_id=caller.account_id, workflow_id=request.id
             )
         )
-        # The next run here uses the new version (other processes within a second).
-        self._services.runs.forget_workflow(request.id)
+        # The next run on any replica uses the new version.
+        await self._services.forget_workflow(request.id)
         return workflows_pb2.PublishWorkflowResponse(id=request.id, version=version.version)
 
     @translate_errors
@@ -107,7 +107,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
 
         workflow = await self._services.db.run(save)
         # Saving may change the visibility that runs of the published version check.
-        self._services.runs.forget_workflow(workflow.id)
+        await self._services.forget_workflow(workflow.id)
         return _workflow(workflow, definition=workflow.draft)
 
 

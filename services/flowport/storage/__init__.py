@@ -17,21 +17,33 @@ from flowport.storage.api_keys import (
 )
 from flowport.storage.database import Database
 from flowport.storage.models import (
+    FINAL_STATUSES,
+    LIVE_STATUSES,
     Account,
     ApiKey,
     NodeRun,
+    Replica,
     Run,
+    RunLogEntry,
     SessionTurn,
     Workflow,
     WorkflowVersion,
 )
-from flowport.storage.run_writer import RunWriter
+from flowport.storage.recorder import Begun, LogEntry, Recorder
+from flowport.storage.replicas import (
+    fail_orphaned_runs,
+    live_replicas,
+    register_replica,
+    remove_replica,
+    renew_lease,
+)
+from flowport.storage.run_log import append_frame, expire_log, last_seq, log_after
 from flowport.storage.runs import (
     NewRun,
     NodeRunRecord,
     create_run,
-    fail_running_runs,
     get_run,
+    run_status,
 )
 from flowport.storage.sessions import recent_turns
 from flowport.storage.workflows import (
@@ -44,21 +56,29 @@ from flowport.storage.workflows import (
 )
 
 __all__ = [
+    "FINAL_STATUSES",
+    "LIVE_STATUSES",
     "Account",
     "ApiKey",
+    "Begun",
     "Database",
+    "LogEntry",
     "NewRun",
     "NodeRun",
     "NodeRunRecord",
+    "Recorder",
+    "Replica",
     "Run",
-    "RunWriter",
+    "RunLogEntry",
     "SessionTurn",
     "Workflow",
     "WorkflowVersion",
+    "append_frame",
     "create_api_key",
     "create_run",
     "create_workflow",
-    "fail_running_runs",
+    "expire_log",
+    "fail_orphaned_runs",
     "find_api_key",
     "get_account",
     "get_account_by_name",
@@ -66,11 +86,18 @@ __all__ = [
     "get_published_workflow",
     "get_run",
     "get_workflow",
+    "last_seq",
     "list_api_keys",
     "list_workflows",
+    "live_replicas",
+    "log_after",
     "publish_workflow",
     "recent_turns",
+    "register_replica",
+    "remove_replica",
+    "renew_lease",
     "revoke_api_key",
+    "run_status",
     "set_credits",
     "spend_credit",
     "spend_credit_left",

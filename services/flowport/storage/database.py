@@ -47,14 +47,6 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     _apply_pragmas(dbapi_connection, busy_timeout_ms=5000, extra=("PRAGMA foreign_keys=ON",))
 
 
-def open_sqlite_file(path: str) -> sqlite3.Connection:
-    """A connection to a SQLite file set up as the engine's are (WAL, foreign keys, busy
-    timeout), for code that drives the driver itself: the run writer."""
-    connection = sqlite3.connect(path)
-    _set_sqlite_pragmas(connection, None)
-    return connection
-
-
 def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
     # A process starting while another migrates waits for it to finish, which on a loaded
     # machine can take longer than a request should ever wait.
@@ -70,7 +62,12 @@ def _prepare_sqlite_for_migrations(dbapi_connection: Any, _record: Any) -> None:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
-    # Let the "begin" listener issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
+    _no_implicit_begin(dbapi_connection, _record)
+
+
+def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+    # Let the "begin" listener issue BEGIN IMMEDIATE instead of the driver's deferred BEGIN
+    # (SQLAlchemy's documented recipe, for pysqlite and aiosqlite alike).
     dbapi_connection.isolation_level = None
 
 
@@ -89,8 +86,9 @@ def _apply_pragmas(
 
 
 def _begin_immediate(connection: Connection) -> None:
-    # Takes the write lock before Alembic reads its version, so two processes migrating one
-    # file run one after the other, and the DDL is transactional.
+    # Takes the write lock as the transaction begins: two processes migrating one file run
+    # one after the other (and the DDL is transactional), and a write transaction that
+    # reads first cannot be refused when it then writes.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -108,7 +106,7 @@ def _rollback_if_in_transaction(
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code: there is no alembic.ini."""
     # Imported here: `flowport serve` migrates in a short-lived child process, so the
-    # serving process never holds Alembic (~10 MiB).
+    # serving process never holds Alembic.
     from alembic.config import Config
 
     config = Config()
@@ -128,6 +126,7 @@ class Database:
         self._sync_url = sync_url
         self._connect_args = dict(connect_args)
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._write_engine: AsyncEngine | None = None
 
     @classmethod
     def connect(cls, url: str, *, connect_args: Mapping[str, Any] | None = None) -> Database:
@@ -168,6 +167,28 @@ class Database:
     def engine(self) -> AsyncEngine:
         return self._engine
 
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine of the run recorder's transactions. On SQLite a connection of its own
+        (the engine's one connection stays free for reads), whose transactions take the
+        write lock when they begin: a transaction that read first and then wrote would fail
+        at once, without waiting, if another writer had committed meanwhile (WAL). On
+        PostgreSQL the engine itself."""
+        if self._engine.dialect.name != "sqlite":
+            return self._engine
+        if self._write_engine is None:
+            self._write_engine = create_async_engine(
+                self._engine.url,
+                connect_args=dict(self._connect_args),
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=60,
+            )
+            event.listen(self._write_engine.sync_engine, "connect", _set_sqlite_pragmas)
+            event.listen(self._write_engine.sync_engine, "connect", _no_implicit_begin)
+            event.listen(self._write_engine.sync_engine, "begin", _begin_immediate)
+        return self._write_engine
+
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
@@ -192,6 +213,8 @@ class Database:
         await asyncio.to_thread(self._upgrade, revision)
 
     async def dispose(self) -> None:
+        if self._write_engine is not None:
+            await self._write_engine.dispose()
         await self._engine.dispose()
 
     def _upgrade(self, revision: str) -> None:

@@ -1,4 +1,5 @@
-"""Database tables: accounts, API keys, workflows with their immutable versions, runs."""
+"""Database tables: accounts, API keys, workflows with their immutable versions, runs, their
+logs of events, and the replicas that execute them."""
 
 from __future__ import annotations
 
@@ -113,10 +114,19 @@ class WorkflowVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
 
 
+# A run's status moves forward once: from a live status to a final one, never back.
+LIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
 class Run(SQLModel, table=True):
     __tablename__ = "runs"
-    # Listing an account's runs, newest first.
-    __table_args__ = (sa.Index("ix_runs_account_id_started_at", "account_id", "started_at"),)
+    __table_args__ = (
+        # Listing an account's runs, newest first.
+        sa.Index("ix_runs_account_id_started_at", "account_id", "started_at"),
+        # The reaper's search for live runs of replicas that died.
+        sa.Index("ix_runs_status", "status"),
+    )
 
     id: str = Field(primary_key=True)
     account_id: str = Field(foreign_key="accounts.id")
@@ -132,6 +142,8 @@ class Run(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     total_time: float | None = None
+    # The replica executing the run while it is live (replicas.id).
+    owner: str | None = None
 
 
 class NodeRun(SQLModel, table=True):
@@ -164,3 +176,35 @@ class SessionTurn(SQLModel, table=True):
     user: str = Field(sa_type=sa.Text)
     assistant: str = Field(sa_type=sa.Text)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class RunLogEntry(SQLModel, table=True):
+    """Consecutive frames of a run's event stream, as SSE text with their `id:` lines: what
+    one flush of the run's log appended (a stream of tokens is one entry per flush)."""
+
+    __tablename__ = "run_log"
+    __table_args__ = (
+        sa.Index("ix_run_log_run_id_first_seq", "run_id", "first_seq"),
+        # Retention drops the entries of old days.
+        sa.Index("ix_run_log_created_at", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str
+    # The ids of the first and last frame in `frames`, numbered from 1 within the run.
+    first_seq: int
+    last_seq: int
+    frames: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class Replica(SQLModel, table=True):
+    """A `flowport serve` process that executes runs: alive while its heartbeat is fresh."""
+
+    __tablename__ = "replicas"
+
+    id: str = Field(primary_key=True)
+    host: str
+    pid: int
+    started_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)

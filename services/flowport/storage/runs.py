@@ -1,4 +1,4 @@
-"""Runs: one row per workflow call and one per node it ran; RunWriter writes how a run ends."""
+"""Runs: one row per workflow call and one per node it ran; the Recorder writes how a run ends."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import NotFound
 from flowport.storage.models import NodeRun, Run, utc_now
-
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,8 @@ class NewRun:
     version: int
     inputs: dict[str, Any]
     session_id: str | None
+    # The replica that executes it.
+    owner: str | None = None
 
     def row(self) -> dict[str, Any]:
         """Every column of its row in the runs table, status "running"."""
@@ -59,6 +59,7 @@ class NewRun:
             "started_at": utc_now(),
             "finished_at": None,
             "total_time": None,
+            "owner": self.owner,
         }
 
 
@@ -89,12 +90,9 @@ async def get_run(
     return run, list(nodes.all())
 
 
-async def fail_running_runs(session: AsyncSession, *, reason: str) -> int:
-    """Marks every run still "running" as failed: at start-up, those died with the process."""
+async def run_status(session: AsyncSession, *, run_id: str) -> str | None:
+    """The run's status as recorded now; None if it has no row."""
     result = await session.exec(
-        update(Run)
-        .where(col(Run.status) == "running")
-        .values(status="failed", error=reason, finished_at=utc_now())
+        select(Run.status).where(Run.id == run_id).execution_options(populate_existing=True)
     )
-    await session.commit()
-    return result.rowcount
+    return result.first()

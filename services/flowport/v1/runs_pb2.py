@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lowport/v1/runs.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x98\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06output\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nerror_node\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntotal_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x12\n\nsession_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05nodes\x18\r \x03(\x0b\x32\x14.flowport.v1.NodeRunB\t\n\x07_outputB\x08\n\x06_errorB\r\n\x0b_error_nodeB\r\n\x0b_total_time\"\xd1\x01\n\x07NodeRun\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ntime_spend\x18\x05 \x01(\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xbc\x01\n\x04Runs\x12Q\n\x06GetRun\x12\x1a.flowport.v1.GetRunRequest\x1a\x10.flowport.v1.Run\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12\x61\n\tCancelRun\x12\x1d.flowport.v1.CancelRunRequest\x1a\x10.flowport.v1.Run\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lowport/v1/runs.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x16StreamRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x98\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06output\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nerror_node\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntotal_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x12\n\nsession_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05nodes\x18\r \x03(\x0b\x32\x14.flowport.v1.NodeRunB\t\n\x07_outputB\x08\n\x06_errorB\r\n\x0b_error_nodeB\r\n\x0b_total_time\"\xd1\x01\n\x07NodeRun\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ntime_spend\x18\x05 \x01(\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xae\x02\n\x04Runs\x12Q\n\x06GetRun\x12\x1a.flowport.v1.GetRunRequest\x1a\x10.flowport.v1.Run\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12\x61\n\tCancelRun\x12\x1d.flowport.v1.CancelRunRequest\x1a\x10.flowport.v1.Run\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12p\n\x0fStreamRunEvents\x12#.flowport.v1.StreamRunEventsRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +39,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNS'].methods_by_name['GetRun']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/runs/{run_id}'
   _globals['_RUNS'].methods_by_name['CancelRun']._loaded_options = None
   _globals['_RUNS'].methods_by_name['CancelRun']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/runs/{run_id}:cancel:\001*'
-  _globals['_CANCELRUNREQUEST']._serialized_start=132
-  _globals['_CANCELRUNREQUEST']._serialized_end=166
-  _globals['_GETRUNREQUEST']._serialized_start=168
-  _globals['_GETRUNREQUEST']._serialized_end=199
-  _globals['_RUN']._serialized_start=202
-  _globals['_RUN']._serialized_end=610
-  _globals['_NODERUN']._serialized_start=613
-  _globals['_NODERUN']._serialized_end=822
-  _globals['_RUNS']._serialized_start=825
-  _globals['_RUNS']._serialized_end=1013
+  _globals['_RUNS'].methods_by_name['StreamRunEvents']._loaded_options = None
+  _globals['_RUNS'].methods_by_name['StreamRunEvents']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/runs/{run_id}/events'
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=159
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=214
+  _globals['_CANCELRUNREQUEST']._serialized_start=216
+  _globals['_CANCELRUNREQUEST']._serialized_end=250
+  _globals['_GETRUNREQUEST']._serialized_start=252
+  _globals['_GETRUNREQUEST']._serialized_end=283
+  _globals['_RUN']._serialized_start=286
+  _globals['_RUN']._serialized_end=694
+  _globals['_NODERUN']._serialized_start=697
+  _globals['_NODERUN']._serialized_end=906
+  _globals['_RUNS']._serialized_start=909
+  _globals['_RUNS']._serialized_end=1211
 # @@protoc_insertion_point(module_scope)

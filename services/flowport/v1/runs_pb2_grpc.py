@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from flowport.v1 import runs_pb2 as flowport_dot_v1_dot_runs__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
@@ -45,6 +46,11 @@ class RunsStub:
                 request_serializer=flowport_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.StreamRunEvents = channel.unary_stream(
+                '/flowport.v1.Runs/StreamRunEvents',
+                request_serializer=flowport_dot_v1_dot_runs__pb2.StreamRunEventsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class RunsServicer:
@@ -60,11 +66,26 @@ class RunsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelRun(self, request, context):
-        """Cancels a run in progress, blocking or streaming, from any connection: its LLM and HTTP
-        calls are closed, a stream ends with an error event saying so, and the run is recorded
-        `cancelled`. Answers the run as recorded; a run that already ended is answered unchanged.
-        Any key of the run's account may cancel it.
-        Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account).
+        """Cancels a run in progress, blocking or streaming, from any connection and any replica:
+        the replica executing it closes its LLM and HTTP calls, a stream ends with an error event
+        saying so, and the run is recorded `cancelled`. Answers once the run has stopped, with the
+        run as recorded. Any key of the run's account may cancel it.
+        Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account), FAILED_PRECONDITION
+        (409 on REST: the run had already ended; the message says how).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRunEvents(self, request, context):
+        """The run's events as Server-Sent Events, from any replica: the frames of its FlowAI stream
+        (`msg`, `stream`, `output`, `error`), each with an `id:` line, frame n of the run having
+        id n. Replays them from the start, or after the id in a `Last-Event-ID` header (or in
+        `after`), then follows a live run and ends after its last frame; a `: ping` comment is
+        written after each heartbeat interval without a frame. Any key of the run's account may
+        read them.
+        Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account, or its events are no
+        longer kept), INVALID_ARGUMENT (a Last-Event-ID that is not a whole number).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +103,11 @@ def add_RunsServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=flowport_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'StreamRunEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunEvents,
+                    request_deserializer=flowport_dot_v1_dot_runs__pb2.StreamRunEventsRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +165,33 @@ class Runs:
             '/flowport.v1.Runs/CancelRun',
             flowport_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
             flowport_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRunEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flowport.v1.Runs/StreamRunEvents',
+            flowport_dot_v1_dot_runs__pb2.StreamRunEventsRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,203 @@
+"""Admission: may this call start a run, and with which inputs? The key's scope, the
+workflow's visibility, the inputs, the content policy and the account's credits, checked in
+the order LinkAI's error codes imply; a run that passes has its row written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowport import url_inputs
+from flowport.auth import Principal
+from flowport.catalog import Catalog
+from flowport.engine import CompiledWorkflow, InputSpec, WorkflowLoader, validate_inputs
+from flowport.engine.llm import ChatMessage
+from flowport.errors import CreditsExhausted, PermissionDenied
+from flowport.ids import new_id
+from flowport.outbound import Outbound
+from flowport.policy import ContentPolicy
+from flowport.storage import NewRun, Recorder
+from flowport.url_inputs import FetchedFile
+
+# An account seen with unlimited credits spends none for this long: a limit set meanwhile
+# (`flowport accounts set-credits`) applies within this time. Limited accounts always spend
+# through the database's atomic UPDATE.
+UNLIMITED_CACHE_TTL_S = 1.0
+# Beyond this many entries the cache of unlimited accounts starts over.
+CACHE_MAX_ENTRIES = 10_000
+# A blocking run's row waits this long for its outcome before it is committed alone: a run
+# ending sooner is written once, already finished (one commit instead of two); a longer one
+# shows as running from then on.
+BLOCKING_ROW_DELAY_S = 0.05
+
+# Maps a surface's raw arguments onto the workflow's declared inputs (LinkAI's `args`).
+InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    """A run that passed every check and has its row in the database, ready to execute."""
+
+    run_id: str
+    account_id: str
+    session_id: str
+    workflow: CompiledWorkflow
+    inputs: dict[str, Any]
+    # What workflow nodes of this run execute: the owning account's workflows.
+    load_workflow: WorkflowLoader
+    # The session's earlier turns as chat messages, for nodes with `memory: true`.
+    history: Sequence[ChatMessage] = field(default_factory=tuple)
+    # The user's side of the session's turn this run adds, when a node keeps memory.
+    turn_text: str | None = None
+    # The commit of the run's row, when it went through the recorder's batches.
+    row_written: asyncio.Future[bool] | None = None
+    # The client waits for the outcome (no stream): nothing needs the events as they happen.
+    blocking: bool = False
+
+
+class Admission:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        recorder: Recorder,
+        policy: ContentPolicy,
+        outbound: Outbound,
+        replica_id: str,
+        session_ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._catalog = catalog
+        self._recorder = recorder
+        self._policy = policy
+        self._outbound = outbound
+        self._replica_id = replica_id
+        self._session_ttl_s = session_ttl_s
+        self._clock = clock
+        # Accounts with unlimited credits, until when that answer is trusted.
+        self._unlimited: dict[str, float] = {}
+        # Credit spends in flight that will tell whether an account is unlimited: runs of
+        # that account wait for it instead of all asking the database at once.
+        self._credit_checks: dict[str, asyncio.Future[None]] = {}
+
+    async def admit(
+        self,
+        principal: Principal,
+        *,
+        workflow_id: str,
+        raw_input: object,
+        session_id: str | None,
+        map_input: InputMapper | None = None,
+        blocking: bool = False,
+    ) -> PreparedRun:
+        """Everything that can fail before the first event: a failure here is a plain HTTP
+        error. Scope, workflow, visibility, input, content policy, and only then a credit is
+        spent. `blocking`: the client learns the run's id only with its outcome, so the run
+        need not wait for its row's commit."""
+        principal.require("run")
+        workflow = await self._catalog.newest(workflow_id)
+        if workflow.visibility != "public" and workflow.account_id != principal.account_id:
+            raise PermissionDenied(f"workflow {workflow_id} is private to another account")
+        specs = workflow.compiled.in_node.inputs
+        if map_input is not None and isinstance(raw_input, dict):
+            raw_input = map_input(specs, raw_input)
+        inputs = validate_inputs(specs, raw_input)
+        self._policy.check_inputs(inputs)
+        # Outside any database session: a slow file server must not hold a connection.
+        inputs = await url_inputs.resolve(specs, inputs, self._outbound)
+        self._policy.check_inputs(
+            {name: value.text for name, value in inputs.items() if isinstance(value, FetchedFile)}
+        )
+        run_id = new_id("run", 20)
+        memory_session = session_id if workflow.uses_memory else None
+        session_id = session_id or new_id("sess", 20)
+        new_run = NewRun(
+            run_id=run_id,
+            account_id=principal.account_id,
+            key_id=principal.key_id,
+            workflow_id=workflow.workflow_id,
+            version=workflow.version,
+            inputs=inputs,
+            session_id=session_id,
+            owner=self._replica_id,
+        )
+        history: list[ChatMessage] = []
+        row_written = None
+        spend = await self._must_spend(principal.account_id)
+        if spend or memory_session:
+            turns = await self._begin(new_run, spend=spend, memory=memory_session is not None)
+            for user, assistant in turns:
+                history.append(ChatMessage(role="user", content=user))
+                history.append(ChatMessage(role="assistant", content=assistant))
+        else:
+            # Nothing to spend or read: the row alone, through the recorder's batches.
+            row_written = self._recorder.start(
+                new_run, delay_s=BLOCKING_ROW_DELAY_S if blocking else 0.0
+            )
+            if not blocking:
+                # A stream names the run at once: the row exists before the client can ask.
+                # (A blocking run's outcome is committed with or after it, before the client
+                # hears of it.) Shielded: a client leaving does not cancel the write.
+                await asyncio.shield(row_written)
+        return PreparedRun(
+            run_id=run_id,
+            account_id=principal.account_id,
+            session_id=session_id,
+            workflow=workflow.compiled,
+            inputs=inputs,
+            load_workflow=self._catalog.loader(workflow.account_id),
+            history=history,
+            turn_text=_turn_text(specs, inputs) if workflow.uses_memory else None,
+            row_written=row_written,
+            blocking=blocking,
+        )
+
+    async def _must_spend(self, account_id: str) -> bool:
+        """Whether this run spends a credit: not when the account was just seen unlimited.
+        A spend already telling whether it is unlimited is waited for."""
+        checking = self._credit_checks.get(account_id)
+        if self._unlimited.get(account_id, 0.0) > self._clock():
+            return False
+        if checking is not None:
+            await asyncio.shield(checking)
+            return self._unlimited.get(account_id, 0.0) <= self._clock()
+        return True
+
+    async def _begin(self, run: NewRun, *, spend: bool, memory: bool) -> list[tuple[str, str]]:
+        """The credit, the memory and the row before the first node starts, so no run is ever
+        unaccounted for; returns the session's turns. The first spend of an account tells
+        whether it is unlimited: its other runs wait for that answer."""
+        first_spend = spend and run.account_id not in self._credit_checks
+        if first_spend:
+            check = asyncio.get_running_loop().create_future()
+            self._credit_checks[run.account_id] = check
+        try:
+            begun = await self._recorder.begin(
+                run, spend=spend, memory_ttl_s=self._session_ttl_s if memory else None
+            )
+        finally:
+            if first_spend:
+                del self._credit_checks[run.account_id]
+                check.set_result(None)
+        if not begun.spent:
+            raise CreditsExhausted("this account's run credits are used up")
+        if spend and begun.credits_left is None:
+            if len(self._unlimited) >= CACHE_MAX_ENTRIES:
+                self._unlimited.clear()
+            self._unlimited[run.account_id] = self._clock() + UNLIMITED_CACHE_TTL_S
+        return begun.turns
+
+
+def _turn_text(specs: Sequence[InputSpec], inputs: Mapping[str, Any]) -> str:
+    """What the user said in a run: LinkAI's input_text, else the first text input, else
+    every input as JSON."""
+    if isinstance(inputs.get("input_text"), str):
+        return inputs["input_text"]
+    for spec in specs:
+        if spec.type == "text" and isinstance(inputs.get(spec.name), str):
+            return inputs[spec.name]
+    return json.dumps(dict(inputs), ensure_ascii=False)

@@ -1,0 +1,184 @@
+"""A run's stream of events as numbered SSE frames: rendered once, sent live, logged, and
+replayed or followed from any replica.
+
+Frame n of a run (counting from 1) is the n-th frame its FlowAI stream sent, so a client
+that lost its stream after n frames resumes after id n. The log of a run keeps its frames
+with their `id:` lines; a run's live frames also stay in memory on its replica while it
+runs, for followers there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from flowport.errors import NotFound
+from flowport.storage import LIVE_STATUSES, Database, get_run, log_after, run_status
+
+# Frames of these kinds end a run's stream.
+FINAL_EVENTS = (b"event: output\n", b"event: error\n")
+# An SSE comment: parsers ignore it, and proxies see bytes on a quiet stream.
+PING = b": ping\n\n"
+# How often a follower on another replica than the run's looks at the log when no notice
+# came (a notice may be lost: a replica restarting, a channel reconnecting).
+POLL_S = 1.0
+
+
+def numbered(frames: list[bytes], first_seq: int) -> bytes:
+    """The frames with their `id:` lines, from `first_seq` on."""
+    return b"".join(b"id: %d\n" % (first_seq + n) + frame for n, frame in enumerate(frames))
+
+
+def is_final(frame: bytes) -> bool:
+    return frame.startswith(FINAL_EVENTS)
+
+
+def frames_after(entry: str, after: int) -> list[tuple[int, bytes]]:
+    """The (id, frame with its id line) of a logged entry's frames after id `after`."""
+    found = []
+    for text in entry.split("\n\n"):
+        if not text:
+            continue
+        head = text.partition("\n")[0]
+        seq = int(head.removeprefix("id: "))
+        if seq > after:
+            found.append((seq, f"{text}\n\n".encode()))
+    return found
+
+
+@dataclass(slots=True)
+class LiveLog:
+    """The frames of a run executing on this replica, for followers here."""
+
+    frames: list[bytes] = field(default_factory=list)
+    ended: bool = False
+    # What the run's log holds so far, in bytes of SSE text.
+    logged_bytes: int = 0
+    _changed: asyncio.Future[None] | None = None
+
+    def extend(self, frames: list[bytes]) -> None:
+        self.frames.extend(frames)
+        self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    async def changed(self, timeout_s: float) -> None:
+        """Returns when frames were added or the run ended, or after `timeout_s`."""
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+
+class Notices:
+    """Wakes followers on this replica when another replica logged frames of their run."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    def logged(self, run_id: str) -> None:
+        waiting = self._waiting.pop(run_id, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def wait(self, run_id: str, timeout_s: float) -> None:
+        waiting = self._waiting.get(run_id)
+        if waiting is None or waiting.done():
+            waiting = self._waiting[run_id] = asyncio.get_running_loop().create_future()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiting), timeout_s)
+        finally:
+            if self._waiting.get(run_id) is waiting and waiting.done():
+                del self._waiting[run_id]
+
+
+class RunLogReader:
+    """`follow`: a run's frames after an id, then the live run's new ones to its end, from
+    whichever replica executes it.
+
+    `live(run_id)` is the run's LiveLog when it executes on this replica; `watch(run_id)`
+    asks the replicas to send notices of the run's new frames here."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        live: Callable[[str], LiveLog | None],
+        watch: Callable[[str], object],
+        notices: Notices,
+        heartbeat_s: float,
+    ) -> None:
+        self._db = db
+        self._live = live
+        self._watch = watch
+        self._notices = notices
+        self._heartbeat_s = heartbeat_s
+
+    async def follow(self, *, account_id: str, run_id: str, after: int) -> AsyncIterator[bytes]:
+        """NotFound for a run of another account (or none). The frames come with their id
+        lines; a ping comment after each quiet heartbeat interval."""
+        await self._db.run(lambda s: get_run(s, account_id=account_id, run_id=run_id))
+        live = self._live(run_id)
+        if live is not None:
+            async for data in self._follow_here(live, after):
+                yield data
+            return
+        async for data in self._follow_log(run_id, after):
+            yield data
+
+    async def _follow_here(self, live: LiveLog, after: int) -> AsyncIterator[bytes]:
+        sent = after
+        while True:
+            if len(live.frames) > sent:
+                data = numbered(live.frames[sent:], sent + 1)
+                sent = len(live.frames)
+                yield data
+                continue
+            if live.ended:
+                return
+            before = len(live.frames)
+            await live.changed(self._heartbeat_s)
+            if len(live.frames) == before and not live.ended:
+                yield PING
+
+    async def _follow_log(self, run_id: str, after: int) -> AsyncIterator[bytes]:
+        sent = after
+        watching = False
+        quiet_since = time.monotonic()
+        while True:
+            # The status first: a run's last frames commit with its end, so once the run is
+            # seen ended, the entries read after hold them.
+            status = await self._db.run(lambda s: run_status(s, run_id=run_id))
+            entries = await self._db.run(
+                lambda s: log_after(s, run_id=run_id, after=sent)  # noqa: B023
+            )
+            for entry in entries:
+                frames = frames_after(entry.frames, sent)
+                if not frames:
+                    continue
+                sent = frames[-1][0]
+                yield b"".join(frame for _, frame in frames)
+                quiet_since = time.monotonic()
+                if is_final(frames[-1][1].partition(b"\n")[2]):
+                    return
+            if status not in LIVE_STATUSES:
+                if sent == 0:
+                    raise NotFound(f"the events of run {run_id} are no longer kept")
+                return
+            if not watching:
+                # From now on the run's replica sends notices of its new frames here.
+                self._watch(run_id)
+                watching = True
+            await self._notices.wait(run_id, min(POLL_S, self._heartbeat_s))
+            if time.monotonic() - quiet_since >= self._heartbeat_s:
+                quiet_since = time.monotonic()
+                yield PING
