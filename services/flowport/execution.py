@@ -1,12 +1,18 @@
 """Execution: admitted runs executing on this replica. One path for every surface: `Run`,
 `RunStream`, FlowAI's and LinkAI's routes all drain `batches`, which renders each batch's
 frames once, logs them, checks outputs against the content policy, and records the
-outcome before the last batch leaves."""
+outcome before the last batch leaves.
+
+A blocking run executes in its caller's task: a client that goes away cancels it. A stream
+executes in a task of its own (`start`) that its client follows: when the client goes away,
+the run goes on for `resume_s`, so that the client can come back for the rest through the
+run's events, and is cancelled if nobody follows it by then."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -24,44 +30,31 @@ from flowport.engine import (
     Token,
     execute,
 )
-from flowport.engine.runner import events_of
 from flowport.errors import Cancelled, ContentBlocked, FlowportError, NotFound
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
-from flowport.run_log import LiveLog
+from flowport.run_log import Batch, LiveRun
 from flowport.storage import Database, LogEntry, NodeRunRecord, Recorder, get_run
+
+log = logging.getLogger(__name__)
 
 CANCELLED_BY_REQUEST = "the run was cancelled by a cancel request"
 CANCELLED_BY_CLIENT = "the run was cancelled: the client went away"
+CANCELLED_UNFOLLOWED = "the run was cancelled: its client went away and nobody followed it"
+CANCELLED_BY_STOP = "the run was cancelled: the service stopped"
 TOKEN_FRAME = b"event: stream\n"
-
-
-@dataclass(slots=True)
-class Batch:
-    """Events that happened together, and the FlowAI frames of those that show, numbered
-    from `first_seq`. Empty when the run was quiet for a heartbeat interval."""
-
-    events: list[RunEvent]
-    frames: list[bytes]
-    first_seq: int
-
-    @property
-    def data(self) -> bytes:
-        """The frames as FlowAI's stream writes them (no id lines)."""
-        return b"".join(self.frames)
 
 
 @dataclass(slots=True)
 class _ActiveRun:
     """A run executing here: the task draining its events (which a cancel call cancels),
-    whether that is what happened, its frames for followers here, and whether followers
-    on other replicas want notices of its new frames."""
+    why it was cancelled when a call did, and a stream's batches for its followers."""
 
     task: asyncio.Task[Any] | None
-    log: LiveLog
-    cancel_requested: bool = False
-    watched: bool = False
+    live: LiveRun | None
+    cancel_reason: str | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    abandon: asyncio.TimerHandle | None = None
 
 
 class Execution:
@@ -74,53 +67,113 @@ class Execution:
         outbound: Outbound,
         policy: ContentPolicy,
         default_model: str,
-        heartbeat_s: float,
         log_max_bytes: int,
+        resume_s: float,
     ) -> None:
         self._db = db
-        self._log_max_bytes = log_max_bytes
         self._recorder = recorder
         self._llm = llm
         self._outbound = outbound
         self._policy = policy
         self._default_model = default_model
-        self._heartbeat_s = heartbeat_s
+        self._log_max_bytes = log_max_bytes
+        self._resume_s = resume_s
         # Runs executing here, by id, so cancel calls and followers can reach them.
         self._active: dict[str, _ActiveRun] = {}
+        # The tasks of streams' runs, kept until they end (the loop holds tasks weakly).
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def live_log(self, run_id: str) -> LiveLog | None:
+    def live(self, run_id: str) -> LiveRun | None:
         active = self._active.get(run_id)
-        return None if active is None else active.log
+        return None if active is None else active.live
 
     def watch(self, run_id: str) -> None:
-        """A follower on another replica wants notices of the run's new frames."""
-        active = self._active.get(run_id)
-        if active is not None:
-            active.watched = True
+        """A follower on another replica reads the run's log: it wants notices of the run's
+        new frames, and the run goes on to its end."""
+        live = self.live(run_id)
+        if live is not None:
+            live.watched = True
 
     def watched(self, run_ids: list[str]) -> list[str]:
         """Those of `run_ids` that followers on other replicas watch."""
-        return [
-            run_id
-            for run_id in run_ids
-            if (active := self._active.get(run_id)) is not None and active.watched
-        ]
+        return [run_id for run_id in run_ids if (live := self.live(run_id)) and live.watched]
 
-    async def batches(self, run: PreparedRun) -> AsyncGenerator[Batch, None]:
+    def start(self, run: PreparedRun) -> LiveRun:
+        """Executes the run in a task of its own; follow the LiveRun for its batches."""
+        live = LiveRun(run.run_id, on_unfollowed=self._unfollowed)
+        task = asyncio.create_task(self._drive(run, live), name=f"run {run.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return live
+
+    async def run_to_end(self, run: PreparedRun) -> RunSucceeded:
+        """In the caller's task, the same batches a stream gets; a failed run raises its
+        error."""
+        async with aclosing(self.batches(run)) as batches:
+            async for batch in batches:
+                for event in batch.events:
+                    if isinstance(event, RunSucceeded):
+                        return event
+                    if isinstance(event, RunFailed):
+                        raise event.error
+        raise FlowportError("the run ended without an outcome")
+
+    async def cancel_here(
+        self, run_id: str, *, reason: str = CANCELLED_BY_REQUEST, wait_s: float = 5.0
+    ) -> bool:
+        """Cancels a run executing on this replica and waits until its outcome is recorded.
+        False if it is not executing here."""
+        active = self._active.get(run_id)
+        if active is None or active.task is None:
+            return False
+        if active.cancel_reason is None:
+            active.cancel_reason = reason
+            active.task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(active.finished.wait(), wait_s)
+        return True
+
+    async def drain(self) -> None:
+        """Stops the runs still going (the service is stopping and its calls have ended:
+        these are streams whose clients went away), then waits for the writes of every
+        run that ended."""
+        await asyncio.gather(
+            *(self.cancel_here(run_id, reason=CANCELLED_BY_STOP) for run_id in list(self._active))
+        )
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await self._recorder.close()
+
+    async def _drive(self, run: PreparedRun, live: LiveRun) -> None:
+        """A stream's run, from its own task, into `live`."""
+        try:
+            async with aclosing(self.batches(run, live)) as batches:
+                async for batch in batches:
+                    live.append(batch)
+        except Exception:
+            # Its followers are told, without the internals; the log has the traceback.
+            log.exception("run %s failed", run.run_id)
+            failed = FlowportError("internal error")
+            event = RunFailed(run_id=run.run_id, node_id=None, error=failed, total_time=0.0)
+            live.append(Batch([event], [flowai.render_event(event) or b""], len(live.frames) + 1))
+        finally:
+            live.end()
+
+    async def batches(
+        self, run: PreparedRun, live: LiveRun | None = None
+    ) -> AsyncGenerator[Batch, None]:
         """The run's events as they happen, in the engine's batches. The outcome is recorded
         before the last batch is yielded, so a run acknowledged to the client is on record;
         a consumer that stops early (the client went away) leaves the run recorded as
-        cancelled."""
+        cancelled. `live`: the stream's batches, which followers here read."""
         nodes: list[NodeRunRecord] = []
         recorded = False
         started = time.perf_counter()
         # Each llm node's text so far: a blocked word is caught as soon as it is generated.
         generated: dict[str, str] = {}
-        log = LiveLog()
-        active = _ActiveRun(task=asyncio.current_task(), log=log)
+        active = _ActiveRun(task=asyncio.current_task(), live=live)
         self._active[run.run_id] = active
-        # Frames rendered but not yet handed to the recorder: the last ones go with the end.
-        unlogged: list[bytes] = []
+        frames = _Frames(run.run_id, self._log_max_bytes)
         try:
             async with aclosing(
                 execute(
@@ -136,7 +189,6 @@ class Execution:
                     # An active content policy watches each token as it comes, so that a
                     # blocked word stops the run before later nodes pass it on.
                     live=not run.blocking or self._policy.active,
-                    idle_s=None if run.blocking else self._heartbeat_s,
                 )
             ) as stream:
                 async for events in stream:
@@ -157,22 +209,27 @@ class Execution:
                         elif isinstance(event, RunSucceeded | RunFailed):
                             outcome = event
                             break
-                    batch = self._batch(checked, log, unlogged)
+                    batch = frames.batch(checked)
                     if outcome is not None:
                         # Set before the write: the recorder finishes it even if this task
                         # is cancelled while it waits, so no other outcome may follow.
                         recorded = True
-                        batch = await self._record(run, outcome, nodes, batch, log, unlogged)
+                        batch = await self._record(run, outcome, nodes, batch, frames)
                         yield batch
                         # Leaving the block closes the engine: in-flight nodes are cancelled.
                         return
-                    self._log_now(run.run_id, log, unlogged)
+                    entry = frames.entry()
+                    if entry is not None:
+                        # Written with the recorder's next transaction or within its flush
+                        # interval.
+                        self._recorder.log(entry)
                     yield batch
         except asyncio.CancelledError:
-            if not active.cancel_requested or active.task is None:
+            reason = active.cancel_reason
+            if reason is None or active.task is None:
                 raise
             # A cancel call, not the client leaving: the engine is closed by now, and the
-            # client is still there to be told.
+            # run's followers are still there to be told.
             active.task.uncancel()
             if recorded:
                 # The run had ended as the call came: its outcome is the answer, once on
@@ -181,73 +238,39 @@ class Execution:
                 yield batch
                 return
             recorded = True
-            cancelled = _cancelled(run, CANCELLED_BY_REQUEST, started)
-            yield await self._record(
-                run, cancelled, nodes, self._batch([cancelled], log, unlogged), log, unlogged
-            )
+            cancelled = _cancelled(run, reason, started)
+            yield await self._record(run, cancelled, nodes, frames.batch([cancelled]), frames)
         finally:
             del self._active[run.run_id]
+            if active.abandon is not None:
+                active.abandon.cancel()
             if not recorded:
                 # The recorder finishes the write even though this task is being cancelled.
                 cancelled = _cancelled(run, CANCELLED_BY_CLIENT, started)
-                await self._record(
-                    run, cancelled, nodes, self._batch([cancelled], log, unlogged), log, unlogged
-                )
-            log.end()
+                await self._record(run, cancelled, nodes, frames.batch([cancelled]), frames)
             active.finished.set()
 
-    def events(self, run: PreparedRun) -> AsyncGenerator[RunEvent, None]:
-        """The events of `batches`, one by one."""
+    def _unfollowed(self, live: LiveRun) -> None:
+        """The last follower here left: unless someone elsewhere reads its log, the run is
+        cancelled if nobody follows it within `resume_s`."""
+        active = self._active.get(live.run_id)
+        if active is None or live.ended or live.watched:
+            return
+        if active.abandon is not None:
+            active.abandon.cancel()
+        active.abandon = asyncio.get_running_loop().call_later(
+            self._resume_s, self._abandon, live.run_id
+        )
 
-        async def event_lists() -> AsyncGenerator[list[RunEvent], None]:
-            async with aclosing(self.batches(run)) as batches:
-                async for batch in batches:
-                    yield batch.events
-
-        return events_of(event_lists())
-
-    async def run_to_end(self, run: PreparedRun) -> RunSucceeded:
-        """Drains the same events a stream would send; a failed run raises its error."""
-        async with aclosing(self.batches(run)) as batches:
-            async for batch in batches:
-                for event in batch.events:
-                    if isinstance(event, RunSucceeded):
-                        return event
-                    if isinstance(event, RunFailed):
-                        raise event.error
-        raise FlowportError("the run ended without an outcome")
-
-    async def cancel_here(self, run_id: str, *, wait_s: float = 5.0) -> bool:
-        """Cancels a run executing on this replica and waits until its outcome is recorded.
-        False if it is not executing here."""
+    def _abandon(self, run_id: str) -> None:
         active = self._active.get(run_id)
-        if active is None or active.task is None:
-            return False
-        active.cancel_requested = True
-        active.task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(active.finished.wait(), wait_s)
-        return True
-
-    async def drain(self) -> None:
-        """Waits for the writes of runs already ended (the service is stopping)."""
-        await self._recorder.close()
-
-    def _batch(self, events: list[RunEvent], log: LiveLog, unlogged: list[bytes]) -> Batch:
-        frames = [frame for event in events if (frame := flowai.render_event(event)) is not None]
-        first_seq = len(log.frames) + 1
-        log.extend(frames)
-        unlogged.extend(frames)
-        return Batch(events, frames, first_seq)
-
-    def _log_now(self, run_id: str, log: LiveLog, unlogged: list[bytes]) -> None:
-        """Hands the frames not yet logged to the recorder, which writes them with its next
-        transaction or within its flush interval."""
-        if unlogged:
-            entry = _entry(run_id, log, unlogged, self._log_max_bytes)
-            unlogged.clear()
-            if entry is not None:
-                self._recorder.log(entry)
+        if active is None or active.live is None:
+            return
+        active.abandon = None
+        if not active.live.followed and not active.live.watched:
+            task = asyncio.ensure_future(self.cancel_here(run_id, reason=CANCELLED_UNFOLLOWED))
+            self._tasks.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
     def _blocked(self, event: RunEvent, generated: dict[str, str]) -> ContentBlocked | None:
         if not self._policy.active:
@@ -269,8 +292,7 @@ class Execution:
         outcome: RunSucceeded | RunFailed,
         nodes: list[NodeRunRecord],
         batch: Batch,
-        log: LiveLog,
-        unlogged: list[bytes],
+        frames: _Frames,
     ) -> Batch:
         """Writes the run's end with its nodes, turn and last frames; returns the batch to
         send. If the run had already ended (a replica took this one for dead), the client
@@ -283,9 +305,7 @@ class Execution:
         turn = None
         if isinstance(outcome, RunSucceeded) and run.turn_text is not None:
             turn = (run.account_id, run.session_id, run.turn_text, outcome.output)
-        entry = _entry(run.run_id, log, unlogged, self._log_max_bytes)
-        last = [entry] if entry is not None else []
-        unlogged.clear()
+        entry = frames.entry()
         try:
             ended = await self._recorder.finish(
                 run_id=run.run_id,
@@ -296,7 +316,7 @@ class Execution:
                 total_time=outcome.total_time,
                 node_runs=nodes,
                 turn=turn,
-                log=last,
+                log=[entry] if entry is not None else [],
             )
         except NotFound:
             written = run.row_written
@@ -321,21 +341,40 @@ class Execution:
         return Batch([lost], [flowai.render_event(lost) or b""], batch.first_seq)
 
 
-def _entry(run_id: str, log: LiveLog, unlogged: list[bytes], max_bytes: int) -> LogEntry | None:
-    """The log entry of the frames not yet logged, the last of the live log's. Once the run
-    has logged `max_bytes`, its token frames are no longer kept (every other frame is), so
-    a run's log stays bounded whatever its models write."""
-    first_seq = len(log.frames) - len(unlogged) + 1
-    kept = [
-        (first_seq + n, frame)
-        for n, frame in enumerate(unlogged)
-        if log.logged_bytes < max_bytes or not frame.startswith(TOKEN_FRAME)
-    ]
-    if not kept:
-        return None
-    data = b"".join(b"id: %d\n" % seq + frame for seq, frame in kept)
-    log.logged_bytes += len(data)
-    return LogEntry(run_id=run_id, first_seq=kept[0][0], last_seq=kept[-1][0], frames=data.decode())
+class _Frames:
+    """A run's frames as `batches` renders them: numbered, and handed to the log in entries.
+    Once the run has logged `max_bytes`, its token frames are no longer kept (every other
+    frame is), so a run's log stays bounded whatever its models write."""
+
+    def __init__(self, run_id: str, max_bytes: int) -> None:
+        self._run_id = run_id
+        self._max_bytes = max_bytes
+        self._last_seq = 0
+        self._logged_bytes = 0
+        # Rendered, not yet handed to the log: the last ones go with the run's end.
+        self._unlogged: list[tuple[int, bytes]] = []
+
+    def batch(self, events: list[RunEvent]) -> Batch:
+        frames = [frame for event in events if (frame := flowai.render_event(event)) is not None]
+        first_seq = self._last_seq + 1
+        for frame in frames:
+            self._last_seq += 1
+            self._unlogged.append((self._last_seq, frame))
+        return Batch(events, frames, first_seq)
+
+    def entry(self) -> LogEntry | None:
+        """The frames not yet logged, as one log entry; None when there are none to keep."""
+        kept = [
+            (seq, frame)
+            for seq, frame in self._unlogged
+            if self._logged_bytes < self._max_bytes or not frame.startswith(TOKEN_FRAME)
+        ]
+        self._unlogged = []
+        if not kept:
+            return None
+        data = b"".join(b"id: %d\n" % seq + frame for seq, frame in kept)
+        self._logged_bytes += len(data)
+        return LogEntry(self._run_id, kept[0][0], kept[-1][0], data.decode())
 
 
 def _cancelled(run: PreparedRun, message: str, started: float) -> RunFailed:

@@ -3,17 +3,18 @@ replayed or followed from any replica.
 
 Frame n of a run (counting from 1) is the n-th frame its FlowAI stream sent, so a client
 that lost its stream after n frames resumes after id n. The log of a run keeps its frames
-with their `id:` lines; a run's live frames also stay in memory on its replica while it
-runs, for followers there."""
+with their `id:` lines; while the run executes, its replica also holds them in memory
+(LiveRun), for the followers there."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
+from flowport.engine import RunEvent
 from flowport.errors import NotFound
 from flowport.storage import LIVE_STATUSES, Database, get_run, log_after, run_status
 
@@ -24,6 +25,21 @@ PING = b": ping\n\n"
 # How often a follower on another replica than the run's looks at the log when no notice
 # came (a notice may be lost: a replica restarting, a channel reconnecting).
 POLL_S = 1.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events that happened together, and the FlowAI frames of those that show, the first
+    of them numbered `first_seq`."""
+
+    events: list[RunEvent]
+    frames: list[bytes]
+    first_seq: int
+
+    @property
+    def data(self) -> bytes:
+        """The frames as FlowAI's stream writes them (no id lines)."""
+        return b"".join(self.frames)
 
 
 def numbered(frames: list[bytes], first_seq: int) -> bytes:
@@ -41,37 +57,86 @@ def frames_after(entry: str, after: int) -> list[tuple[int, bytes]]:
     for text in entry.split("\n\n"):
         if not text:
             continue
-        head = text.partition("\n")[0]
-        seq = int(head.removeprefix("id: "))
+        seq = int(text.partition("\n")[0].removeprefix("id: "))
         if seq > after:
             found.append((seq, f"{text}\n\n".encode()))
     return found
 
 
-@dataclass(slots=True)
-class LiveLog:
-    """The frames of a run executing on this replica, for followers here."""
+@dataclass(slots=True, eq=False)
+class LiveRun:
+    """A run executing on this replica: its batches as they come, for its followers here
+    (the client that started it, and readers of its events). `followed` counts them;
+    `watched` says that followers on other replicas read its log."""
 
+    run_id: str
+    batches: list[Batch] = field(default_factory=list)
     frames: list[bytes] = field(default_factory=list)
     ended: bool = False
-    # What the run's log holds so far, in bytes of SSE text.
-    logged_bytes: int = 0
+    followed: int = 0
+    watched: bool = False
     _changed: asyncio.Future[None] | None = None
+    # Told when the last follower here leaves (the replica may then stop the run).
+    on_unfollowed: Callable[[LiveRun], None] | None = None
 
-    def extend(self, frames: list[bytes]) -> None:
-        self.frames.extend(frames)
+    def append(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.frames.extend(batch.frames)
         self._wake()
 
     def end(self) -> None:
         self.ended = True
         self._wake()
 
-    async def changed(self, timeout_s: float) -> None:
-        """Returns when frames were added or the run ended, or after `timeout_s`."""
+    async def follow(self, heartbeat_s: float) -> AsyncIterator[Batch | None]:
+        """Every batch from the first, then each new one until the run ends; None after each
+        `heartbeat_s` without one (a stream writes a ping then)."""
+        with self._following():
+            sent = 0
+            while True:
+                while sent < len(self.batches):
+                    sent += 1
+                    yield self.batches[sent - 1]
+                if self.ended:
+                    return
+                if not await self._changed_within(heartbeat_s):
+                    yield None
+
+    async def follow_frames(self, after: int, heartbeat_s: float) -> AsyncIterator[bytes]:
+        """The frames after id `after` with their id lines, then each new one until the run
+        ends; a ping after each `heartbeat_s` without one."""
+        with self._following():
+            sent = after
+            while True:
+                if len(self.frames) > sent:
+                    data = numbered(self.frames[sent:], sent + 1)
+                    sent = len(self.frames)
+                    yield data
+                    continue
+                if self.ended:
+                    return
+                if not await self._changed_within(heartbeat_s):
+                    yield PING
+
+    @contextlib.contextmanager
+    def _following(self) -> Iterator[None]:
+        self.followed += 1
+        try:
+            yield
+        finally:
+            self.followed -= 1
+            if not self.followed and self.on_unfollowed is not None:
+                self.on_unfollowed(self)
+
+    async def _changed_within(self, timeout_s: float) -> bool:
+        """Whether batches came, or the run ended, within `timeout_s`."""
         if self._changed is None or self._changed.done():
             self._changed = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     def _wake(self) -> None:
         if self._changed is not None and not self._changed.done():
@@ -105,14 +170,14 @@ class RunLogReader:
     """`follow`: a run's frames after an id, then the live run's new ones to its end, from
     whichever replica executes it.
 
-    `live(run_id)` is the run's LiveLog when it executes on this replica; `watch(run_id)`
+    `live(run_id)` is the run's LiveRun when it executes on this replica; `watch(run_id)`
     asks the replicas to send notices of the run's new frames here."""
 
     def __init__(
         self,
         db: Database,
         *,
-        live: Callable[[str], LiveLog | None],
+        live: Callable[[str], LiveRun | None],
         watch: Callable[[str], object],
         notices: Notices,
         heartbeat_s: float,
@@ -124,31 +189,16 @@ class RunLogReader:
         self._heartbeat_s = heartbeat_s
 
     async def follow(self, *, account_id: str, run_id: str, after: int) -> AsyncIterator[bytes]:
-        """NotFound for a run of another account (or none). The frames come with their id
-        lines; a ping comment after each quiet heartbeat interval."""
+        """NotFound for a run of another account (or none), or whose log is no longer kept.
+        The frames come with their id lines; a ping comment after each quiet heartbeat."""
         await self._db.run(lambda s: get_run(s, account_id=account_id, run_id=run_id))
         live = self._live(run_id)
         if live is not None:
-            async for data in self._follow_here(live, after):
+            async for data in live.follow_frames(after, self._heartbeat_s):
                 yield data
             return
         async for data in self._follow_log(run_id, after):
             yield data
-
-    async def _follow_here(self, live: LiveLog, after: int) -> AsyncIterator[bytes]:
-        sent = after
-        while True:
-            if len(live.frames) > sent:
-                data = numbered(live.frames[sent:], sent + 1)
-                sent = len(live.frames)
-                yield data
-                continue
-            if live.ended:
-                return
-            before = len(live.frames)
-            await live.changed(self._heartbeat_s)
-            if len(live.frames) == before and not live.ended:
-                yield PING
 
     async def _follow_log(self, run_id: str, after: int) -> AsyncIterator[bytes]:
         sent = after

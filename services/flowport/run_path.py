@@ -56,7 +56,7 @@ class RunPath:
             outbound=outbound,
             policy=policy,
             default_model=settings.llm_model,
-            heartbeat_s=settings.stream_heartbeat_s,
             log_max_bytes=settings.run_log_max_bytes,
+            resume_s=settings.stream_resume_s,
         )
         return cls(catalog=catalog, recorder=recorder, admission=admission, execution=execution)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     run_lease_s: float = Field(default=30.0, gt=0)
     # An SSE stream writes a `: ping` comment after this long without a frame.
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
+    # A stream's run goes on this long after its client went away, for the client to come
+    # back for the rest through the run's events; nobody following it by then, it stops.
+    stream_resume_s: float = Field(default=30.0, ge=0)
     # A run's log of events keeps its token frames up to this size (every other frame always).
     run_log_max_bytes: int = Field(default=1_048_576, ge=0)
     # Log entries are dropped this long after they were written.

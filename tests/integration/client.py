@@ -82,6 +82,19 @@ class Api:
         ) as source:
             yield source
 
+    @contextmanager
+    def run_events(
+        self, run_id: str, *, last_event_id: int | None = None
+    ) -> Iterator[httpx_sse.EventSource]:
+        """`GET /v1/runs/{run_id}/events`, after `last_event_id` when given."""
+        headers = dict(self.headers)
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        with httpx_sse.connect_sse(
+            self.http, "GET", f"/v1/runs/{run_id}/events", headers=headers
+        ) as source:
+            yield source
+
     def stream_events(self, workflow_id: str, input: dict[str, Any]) -> list[tuple[str, Any]]:
         """Every SSE frame of a streamed run, as (event, parsed data)."""
         with self.stream(workflow_id, input) as source:

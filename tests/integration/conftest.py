@@ -15,6 +15,8 @@ from tests.integration.stack import Stack
 # The session stack's content policy: inputs or outputs holding these are refused with 409.
 BLOCKED_WORDS = ("forbiddenword", "禁词")
 FETCH_MAX_BYTES = 100_000
+# How long the session stack's streams go on after their client left, nobody following.
+RESUME_S = 1.0
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +65,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) ->
             "FLOWPORT_FETCH_ALLOW": "127.0.0.1",
             "FLOWPORT_FETCH_TIMEOUT_S": "2",
             "FLOWPORT_FETCH_MAX_BYTES": str(FETCH_MAX_BYTES),
+            # A stream whose client left stops soon when nobody follows it (see RESUME_S).
+            "FLOWPORT_STREAM_RESUME_S": str(RESUME_S),
         },
     )
     stack.start()

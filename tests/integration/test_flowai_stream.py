@@ -8,6 +8,7 @@ import time
 from flowport.demo import BMI, CHAT
 from tests.fakes.fake_llm import FakeLlm
 from tests.integration.client import Api
+from tests.integration.conftest import RESUME_S
 
 
 def test_frames_match_flowai_documentation(api: Api, fake_llm: FakeLlm) -> None:
@@ -137,7 +138,7 @@ def test_errors_before_the_stream_are_plain_http(api: Api) -> None:
         assert "weight" in json.loads(source.response.read())["message"]
 
 
-def test_client_disconnect_cancels_the_run(api: Api, fake_llm: FakeLlm) -> None:
+def test_a_run_whose_client_left_stops_when_nobody_follows_it(api: Api, fake_llm: FakeLlm) -> None:
     fake_llm.set_reply(tokens=["a", "b", "c"], pause_after=1)
     workflow_id = api.publish(CHAT)
 
@@ -145,14 +146,44 @@ def test_client_disconnect_cancels_the_run(api: Api, fake_llm: FakeLlm) -> None:
         run_id = source.response.headers["x-run-id"]
         for sse in source.iter_sse():
             if sse.event == "stream":
+                left = time.monotonic()
                 break  # leaving the block closes the connection mid-answer
 
-    # The upstream LLM stream is closed once the client is gone...
-    assert fake_llm.wait_for_disconnect(timeout=5)
+    # The run waits FLOWPORT_STREAM_RESUME_S for its client to come back; nobody came, so
+    # the upstream LLM stream is closed...
+    assert fake_llm.wait_for_disconnect(timeout=RESUME_S + 5)
+    assert time.monotonic() - left >= RESUME_S * 0.9
     # ...and the run is on record as cancelled, with the node that had finished.
     run = _wait_until_finished(api, run_id)
     assert run["status"] == "cancelled"
+    assert run["error"] == "the run was cancelled: its client went away and nobody followed it"
     assert [node["node_id"] for node in run["nodes"]][:1] == ["myinput"]
+
+
+def test_a_client_that_lost_its_stream_resumes_from_its_run_id(api: Api, fake_llm: FakeLlm) -> None:
+    fake_llm.set_reply(tokens=["a", "b", "c", "d"], pause_after=2)
+    workflow_id = api.publish(CHAT)
+
+    with api.stream(workflow_id, {"输入": "hi"}) as source:
+        run_id = source.response.headers["x-run-id"]
+        seen = []
+        for sse in source.iter_sse():
+            seen.append((sse.event, sse.data))
+            if sse.event == "stream":
+                break  # the connection drops mid-answer
+
+    # Back within FLOWPORT_STREAM_RESUME_S, after the frames it had: the n-th frame has id n.
+    with api.run_events(run_id, last_event_id=len(seen)) as events:
+        fake_llm.release()
+        rest = [(sse.id, sse.event, sse.data) for sse in events.iter_sse()]
+
+    assert [int(seq) for seq, _, _ in rest] == list(range(len(seen) + 1, len(seen) + 1 + len(rest)))
+    frames = seen + [(event, data) for _, event, data in rest]
+    text = "".join(json.loads(data)["Content"] for event, data in frames if event == "stream")
+    assert text == "abcd"
+    assert frames[-1][0] == "output"
+    assert json.loads(frames[-1][1])["output"] == "abcd"
+    assert _wait_until_finished(api, run_id)["status"] == "succeeded"
 
 
 def test_run_id_header_names_the_run(api: Api) -> None:

@@ -92,8 +92,13 @@ async def test_a_cancel_call_while_the_outcome_is_written_gets_that_outcome(
         held = HeldOutcome(runs)
         account_id, run = await _prepared(db, runs)
 
+        live = runs.execution.start(run)
+
         async def consume() -> list[RunEvent]:
-            return [event async for event in runs.execution.events(run)]
+            events: list[RunEvent] = []
+            async for batch in live.follow(heartbeat_s=60):
+                events.extend(batch.events if batch is not None else ())
+            return events
 
         consumer = asyncio.create_task(consume())
         await asyncio.wait_for(held.reached.wait(), 5)

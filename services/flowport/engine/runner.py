@@ -47,18 +47,16 @@ async def execute(
     max_depth: int = MAX_DEPTH,
     depth: int = 0,
     live: bool = True,
-    idle_s: float | None = None,
 ) -> AsyncGenerator[list[RunEvent], None]:
     """Runs the workflow on already validated `inputs`.
 
     Yields the events in batches, each time every event that happened since the consumer
-    last asked, so that a consumer sending them over a network can send one message for
-    all: RunStarted, then per node NodeStarted, its Tokens (a run of them in one batch
-    joined into one), NodeFinished (a skipped node: NodeFinished alone), and last
-    RunSucceeded or RunFailed. A batch is empty only when `idle_s` passed without an event
-    (a stream writes a heartbeat then). `events_of` gives them one by one. Closing the
-    iterator early (the client went away) cancels every node still running, and returns
-    once they have stopped.
+    last asked (never none), so that a consumer sending them over a network can send one
+    message for all: RunStarted, then per node NodeStarted, its Tokens (a run of them in
+    one batch joined into one), NodeFinished (a skipped node: NodeFinished alone), and last
+    RunSucceeded or RunFailed. `events_of` gives them one by one. Closing the iterator early
+    (the client went away) cancels every node still running, and returns once they have
+    stopped.
 
     `load_workflow` finds the workflows that workflow nodes run (without it they fail);
     http nodes call through `outbound` (its owner closes it); `depth` is how deep in
@@ -87,9 +85,9 @@ async def execute(
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
     try:
         while True:
-            batch = await run.events.next_batch(idle_s)
+            batch = await run.events.next_batch()
             yield _joined_tokens(batch)
-            if batch and isinstance(batch[-1], RunSucceeded | RunFailed):
+            if isinstance(batch[-1], RunSucceeded | RunFailed):
                 return
     finally:
         if not driver.done():
@@ -347,28 +345,12 @@ class _Events:
         taken, self._waiting = self._waiting, []
         return taken
 
-    async def next_batch(self, idle_s: float | None = None) -> list[RunEvent]:
-        """Every event put since the last take, waiting for the first if there is none;
-        none after `idle_s` without one."""
-        loop = asyncio.get_running_loop()
+    async def next_batch(self) -> list[RunEvent]:
+        """Every event put since the last take, waiting for the first if there is none."""
         while not self._waiting:
-            self._wakeup = wakeup = loop.create_future()
-            if idle_s is None:
-                await wakeup
-                continue
-            timer = loop.call_later(idle_s, _wake, wakeup)
-            try:
-                await wakeup
-            finally:
-                timer.cancel()
-            if not self._waiting:
-                return []
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
         return self.take()
-
-
-def _wake(wakeup: asyncio.Future[None]) -> None:
-    if not wakeup.done():
-        wakeup.set_result(None)
 
 
 def _joined_tokens(batch: list[RunEvent]) -> list[RunEvent]:

@@ -203,7 +203,7 @@ async def _assemble(
         replica=replica,
         run_log=RunLogReader(
             db,
-            live=runs.execution.live_log,
+            live=runs.execution.live,
             watch=lambda run_id: replica.publish_soon("follow", run_id),
             notices=notices,
             heartbeat_s=settings.stream_heartbeat_s,

@@ -60,20 +60,15 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
             return
 
         await context.send_initial_metadata(SSE_HEADERS + run_header)
-        try:
-            async for batch in execution.batches(run):
-                if not batch.events:
-                    # A quiet spell: a comment keeps proxies from cutting the stream.
-                    yield httpbody_pb2.HttpBody(content_type=SSE, data=PING)
-                elif batch.frames:
-                    # The frames of every event ready at once in one message: SSE is a byte
-                    # stream, so the client reads the same bytes, with one write, not many.
-                    yield httpbody_pb2.HttpBody(content_type=SSE, data=batch.data)
-        except Exception as error:
-            # After the first byte the HTTP status cannot change: the error is a frame.
-            yield httpbody_pb2.HttpBody(
-                content_type=SSE, data=flowai.error_frame(as_flowport_error(error))
-            )
+        live = execution.start(run)
+        async for batch in live.follow(self._services.settings.stream_heartbeat_s):
+            if batch is None:
+                # A quiet spell: a comment keeps proxies from cutting the stream.
+                yield httpbody_pb2.HttpBody(content_type=SSE, data=PING)
+            elif batch.frames:
+                # The frames of every event ready at once in one message: SSE is a byte
+                # stream, so the client reads the same bytes, with one write, not many.
+                yield httpbody_pb2.HttpBody(content_type=SSE, data=batch.data)
 
 
 async def _http_error(

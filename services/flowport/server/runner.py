@@ -64,8 +64,11 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
         run = await self._prepare(request, context, blocking=False)
-        async for event in self._services.execution.events(run):
-            yield _event(event, session_id=run.session_id)
+        live = self._services.execution.start(run)
+        # gRPC keeps a quiet stream alive itself (HTTP/2): a heartbeat here is nothing to send.
+        async for batch in live.follow(self._services.settings.stream_heartbeat_s):
+            for event in batch.events if batch is not None else ():
+                yield _event(event, session_id=run.session_id)
 
 
 def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
