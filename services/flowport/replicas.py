@@ -82,6 +82,11 @@ class Replica:
             lambda s: register_replica(s, replica_id=self.id, host=self.host, pid=self.pid)
         )
         await self._channel.start(self._deliver)
+        # The others count again at once: a key's rate limit is shared among them.
+        self.on("joined", lambda _: self._count())
+        self.on("left", lambda _: self._count())
+        await self.publish("joined", self.id)
+        await self._count()
         self._tasks = [
             asyncio.create_task(self._every_beat(self._renew), name="lease"),
             asyncio.create_task(self._every_beat(self._reap), name="reaper"),
@@ -94,8 +99,9 @@ class Replica:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._channel.close()
         await self._db.run(lambda s: remove_replica(s, replica_id=self.id))
+        await self.publish("left", self.id)
+        await self._channel.close()
 
     def publish_soon(self, kind: str, *args: str) -> None:
         """`publish`, without waiting for it."""
@@ -151,6 +157,9 @@ class Replica:
                 "its runs",
                 self._lease_s,
             )
+        await self._count()
+
+    async def _count(self) -> None:
         alive = await self._db.run(lambda s: live_replicas(s, lease_s=self._lease_s))
         self.live_count = max(1, len(alive))
 

@@ -86,7 +86,9 @@ class Api:
     def run_events(
         self, run_id: str, *, last_event_id: int | None = None
     ) -> Iterator[httpx_sse.EventSource]:
-        """`GET /v1/runs/{run_id}/events`, after `last_event_id` when given."""
+        """`GET /v1/runs/{run_id}/events`, after `last_event_id` when given. Read it with
+        `sse_frames`: httpx-sse turns the `: ping` comments after an id'd frame into
+        empty events, which the SSE standard does not dispatch."""
         headers = dict(self.headers)
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
@@ -110,3 +112,11 @@ def linkai_failure(response: httpx.Response, code: int) -> str:
     assert (body["success"], body["code"], body["data"]) == (False, code, None)
     assert not any(name.startswith("grpc-") for name in response.headers)
     return str(body["message"])
+
+
+def sse_frames(source: httpx_sse.EventSource) -> Iterator[httpx_sse.ServerSentEvent]:
+    """The events an SSE client dispatches: not the empty ones httpx-sse makes of a comment
+    (a heartbeat) once an id was seen, which the standard drops (no data, no event)."""
+    for sse in source.iter_sse():
+        if sse.data or sse.event != "message":
+            yield sse

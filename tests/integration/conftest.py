@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.fake_http import FakeHttp
 from tests.fakes.fake_llm import FakeLlm
+from tests.integration import transitions
 from tests.integration.client import Api
 from tests.integration.stack import Stack
 
@@ -55,9 +56,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) ->
     data_dir: Path = tmp_path_factory.mktemp("stack")
     policy = data_dir / "blocked-words.txt"
     policy.write_text("\n".join(BLOCKED_WORDS) + "\n", encoding="utf-8")
+    database = f"sqlite:///{data_dir / 'flowport.db'}"
+    # Every status change the suite makes on this stack is recorded, and checked at its end.
+    transitions.install(database)
     stack = Stack(
         data_dir=data_dir,
-        database_url=f"sqlite:///{data_dir / 'flowport.db'}",
+        database_url=database,
         llm_base_url=fake_llm_server.base_url,
         extra_env={
             "FLOWPORT_CONTENT_POLICY": str(policy),
@@ -72,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) ->
     stack.start()
     yield stack
     stack.stop()
+    assert transitions.backwards(database) == []
 
 
 @pytest.fixture

@@ -160,6 +160,24 @@ class Stack:
             self.process.kill()
             return self.process.wait()
 
+    def kill(self) -> None:
+        """Dies as a crash would: the service with SIGKILL, no chance to clean up; then its
+        Envoy (a process of its own), which would otherwise go on answering 503."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(str(self.data_dir).encode() in part for part in cmdline) and any(
+                part.endswith(b"envoy") for part in cmdline[:1]
+            ):
+                os.kill(int(pid), signal.SIGKILL)
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`flowport ARGS...` against this stack's database, as a user would type it."""
         return subprocess.run(

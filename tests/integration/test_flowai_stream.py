@@ -7,7 +7,7 @@ import time
 
 from flowport.demo import BMI, CHAT
 from tests.fakes.fake_llm import FakeLlm
-from tests.integration.client import Api
+from tests.integration.client import Api, sse_frames
 from tests.integration.conftest import RESUME_S
 
 
@@ -175,7 +175,7 @@ def test_a_client_that_lost_its_stream_resumes_from_its_run_id(api: Api, fake_ll
     # Back within FLOWPORT_STREAM_RESUME_S, after the frames it had: the n-th frame has id n.
     with api.run_events(run_id, last_event_id=len(seen)) as events:
         fake_llm.release()
-        rest = [(sse.id, sse.event, sse.data) for sse in events.iter_sse()]
+        rest = [(sse.id, sse.event, sse.data) for sse in sse_frames(events)]
 
     assert [int(seq) for seq, _, _ in rest] == list(range(len(seen) + 1, len(seen) + 1 + len(rest)))
     frames = seen + [(event, data) for _, event, data in rest]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,10 +107,7 @@ def test_runs_cut_by_a_crash_are_failed_once_the_lease_expires(
         run_id = own_stack.running_run(workflow_id)
 
         # The service dies without a chance to clean up; then its Envoy goes too.
-        assert own_stack.process is not None
-        own_stack.process.kill()
-        own_stack.process.wait()
-        _kill_envoy_of(own_stack)
+        own_stack.kill()
         fake_llm.release()
         # The client waiting on it is told of the failure: Envoy answers 503 for the reset
         # upstream, or the connection goes with Envoy.
@@ -137,20 +133,6 @@ def _status(api: Api, workflow_id: str) -> int | None:
         return api.run(workflow_id, {"height": 2, "weight": 80}).status_code
     except httpx.TransportError:
         return None
-
-
-def _kill_envoy_of(stack: Stack) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(str(stack.data_dir).encode() in part for part in cmdline) and any(
-            part.endswith(b"envoy") for part in cmdline[:1]
-        ):
-            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_sigterm_drains_streams_and_refuses_new_runs(own_stack: Stack, fake_llm: FakeLlm) -> None:
