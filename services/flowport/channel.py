@@ -17,10 +17,12 @@ import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import psycopg
 from sqlalchemy import URL
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class PostgresChannel:
             await asyncio.wait_for(self._listening.wait(), 10)
 
     async def publish(self, kind: str, args: Sequence[str]) -> None:
+        import psycopg
+
         async with self._sending:
             for attempt in (1, 2):
                 try:
@@ -113,6 +117,9 @@ class PostgresChannel:
             await self._sender.close()
 
     async def _listen(self, deliver: Deliver) -> None:
+        # Imported here: a service on SQLite never loads the driver.
+        import psycopg
+
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(

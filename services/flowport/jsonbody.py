@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from flowport.errors import InvalidArgument
 
 # What a body may hold is what a run's record can give back: GET /v1/runs answers with a
@@ -119,5 +121,8 @@ def optional_session_id(data: dict[str, Any]) -> str | None:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON with readable non-ASCII text, as FlowAI and LinkAI write it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON with readable non-ASCII text, as FlowAI and LinkAI write it. orjson
+    writes what the standard library's json writes with ensure_ascii=False and compact
+    separators (but for the exponent of a float below 1e-4, `1e-5` for `1e-05`), many
+    times faster: every frame of every run is written through here."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)

@@ -4,7 +4,12 @@ a run's status moves forward once."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +34,7 @@ from flowport.storage import (
     publish_workflow,
     recent_turns,
 )
+from flowport.storage.sqlite_writes import CHECKPOINT_EVERY, _TakeTurns, _WriterThread
 
 from .conftest import SQLITE_ONLY
 
@@ -172,13 +178,13 @@ async def test_a_delayed_start_goes_with_its_quick_end_in_one_transaction(
 ):
     recorder = Recorder(db)
     batches: list[int] = []
-    write = recorder._write
+    write = recorder._commit
 
-    async def counted(connection: Any, *, batch: list[Any], alone: bool = False) -> bool:
+    async def counted(batch: list[Any], *, alone: bool) -> bool:
         batches.append(len(batch))
-        return await write(connection, batch=batch, alone=alone)
+        return await write(batch, alone=alone)
 
-    recorder._write = counted  # type: ignore[method-assign]
+    recorder._commit = counted  # type: ignore[method-assign]
     run_id = new_id("run", 20)
     started = _start_as(recorder, account, workflow, run_id, delay_s=5.0)
     await asyncio.sleep(0.01)  # the run's quick work
@@ -307,20 +313,6 @@ async def test_a_finish_must_name_a_final_status(
     assert run.status == "running"
 
 
-async def test_callers_are_not_left_waiting_when_the_recorder_is_cancelled(
-    db: Database, account: Account, workflow: Workflow
-):
-    # As at the event loop's shutdown: the flusher task is cancelled mid-write.
-    recorder = Recorder(db)
-    writes = [asyncio.create_task(_start(recorder, account, workflow)) for _ in range(3)]
-    await asyncio.sleep(0)
-    assert recorder._flusher is not None
-    recorder._flusher.cancel()
-    _, pending = await asyncio.wait(writes, timeout=5)
-    assert not pending  # every caller got an answer: written, or cancelled
-    await recorder.close()
-
-
 def _frames(first: int, last: int) -> str:
     return "".join(f"id: {n}\nevent: stream\ndata: {{}}\n\n" for n in range(first, last + 1))
 
@@ -389,3 +381,155 @@ async def test_in_one_batch_each_end_wins_or_loses_on_its_own(
     assert (await _row(db, account, ended))[0].status == "succeeded"
     run, nodes = await _row(db, account, live)
     assert (run.status, [n.node_id for n in nodes]) == ("succeeded", ["b"])
+
+
+def test_recorders_of_two_processes_take_turns(tmp_path):
+    # Each _TakeTurns opens the lock file itself, as each process's recorder does.
+    path = tmp_path / "f.db.recorder-lock"
+    first, second = _TakeTurns(path), _TakeTurns(path)
+    order: list[str] = []
+
+    def take() -> None:
+        with second.held():
+            order.append("second")
+
+    with first.held():
+        waiting = threading.Thread(target=take)
+        waiting.start()
+        waiting.join(0.1)
+        assert order == []  # the second waits while the first holds the lock
+        order.append("first done")
+    waiting.join(5)
+    assert order == ["first done", "second"]
+
+
+async def test_callers_are_not_left_waiting_when_the_recorder_is_cancelled(
+    db: Database, account: Account, workflow: Workflow
+):
+    # As at the event loop's shutdown: the flusher task is cancelled mid-write.
+    recorder = Recorder(db)
+    writes = [asyncio.create_task(_start(recorder, account, workflow)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert recorder._flusher is not None
+    recorder._flusher.cancel()
+    _, pending = await asyncio.wait(writes, timeout=5)
+    assert not pending  # every caller got an answer: written, or cancelled
+    await recorder.close()
+
+
+async def test_the_recorder_thread_runs_calls_in_order_and_finishes_a_cancelled_one():
+    thread = _WriterThread()
+    done: list[str] = []
+    gate = threading.Event()
+
+    def first() -> str:
+        gate.wait(5)
+        done.append("first")
+        return "first"
+
+    def failing() -> None:
+        raise ValueError("no")
+
+    waiting = asyncio.create_task(thread.call(first))
+    second = asyncio.create_task(thread.call(lambda: done.append("second")))
+    await asyncio.sleep(0.05)
+    waiting.cancel()  # its caller goes away while it runs
+    gate.set()
+    await asyncio.wait_for(second, 5)
+    assert done == ["first", "second"]
+    with pytest.raises(ValueError, match="no"):
+        await thread.call(failing)
+    thread.stop()
+
+
+def _sqlite_path(db: Database) -> Path:
+    assert db.engine.url.database
+    return Path(db.engine.url.database)
+
+
+async def _write_while_held(
+    db: Database,
+    account: Account,
+    workflow: Workflow,
+    hold: Callable[[threading.Event, threading.Event], None],
+) -> None:
+    """A run's row written while `hold(locked, release)`, on a thread, keeps a lock from
+    setting `locked` until `release` is set: the event loop must keep turning meanwhile,
+    and the row be committed once the lock is free."""
+    recorder = Recorder(db)
+    await _start(recorder, account, workflow)  # the recorder is set up and idle
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(locked, release))
+    holder.start()
+    assert locked.wait(5)
+    run_id = new_id("run", 20)
+    writing = asyncio.ensure_future(_start_as(recorder, account, workflow, run_id))
+    started = time.monotonic()
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    # Ten 10 ms sleeps: well under the 5 s a loop stuck in SQLite's busy wait would take.
+    assert time.monotonic() - started < 2.5
+    assert not writing.done()  # it waits for the lock, on the recorder's thread
+    release.set()
+    await asyncio.wait_for(writing, 10)
+    holder.join(5)
+    run, _ = await _row(db, account, run_id)
+    assert run.status == "running"
+    await recorder.close()
+
+
+@SQLITE_ONLY  # the recorder's own SQLite connections
+async def test_a_write_meeting_a_held_sqlite_lock_waits_off_the_event_loop(
+    db: Database, account: Account, workflow: Workflow
+):
+    # Another connection's write transaction, as the engine's pool holds one across awaits
+    # (which need this very event loop to finish), or as the CLI does.
+    path = _sqlite_path(db)
+
+    def hold_the_write_lock(locked: threading.Event, release: threading.Event) -> None:
+        other = sqlite3.connect(path)
+        other.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(10)
+        other.rollback()
+        other.close()
+
+    await _write_while_held(db, account, workflow, hold_the_write_lock)
+
+
+@SQLITE_ONLY  # the recorder's own SQLite connections
+async def test_a_write_meeting_another_processes_recorder_waits_off_the_event_loop(
+    db: Database, account: Account, workflow: Workflow
+):
+    path = _sqlite_path(db)
+
+    def hold_the_turn(locked: threading.Event, release: threading.Event) -> None:
+        # Another process's recorder: the same lock file, opened on its own.
+        other = _TakeTurns(path.with_name(path.name + ".writer-lock"))
+        with other.held():
+            locked.set()
+            release.wait(10)
+        other.close()
+
+    await _write_while_held(db, account, workflow, hold_the_turn)
+
+
+@SQLITE_ONLY  # the recorder's own SQLite connections
+async def test_the_log_of_writes_made_on_the_event_loop_is_checkpointed(
+    db: Database, account: Account, workflow: Workflow
+):
+    # The loop's connection never checkpoints on its own; without the recorder thread's
+    # checkpoints the log would grow by every run's pages, for ever.
+    path = _sqlite_path(db)
+    recorder = Recorder(db)
+    for _ in range(3 * CHECKPOINT_EVERY):
+        run_id = await _start(recorder, account, workflow)
+        await _finish(recorder, run_id, [_node("a"), _node("b")])
+    await recorder.close()
+    checkpointed = sqlite3.connect(path)
+    busy, log_frames, copied = checkpointed.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    checkpointed.close()
+    # ~4 pages a commit and 1,200 commits: ~4,800 frames if never checkpointed. A PASSIVE
+    # checkpoint lets the next recorder start the log over, so it holds ~1 interval's worth.
+    assert (busy, copied) == (0, log_frames)
+    assert log_frames < 4 * 2 * CHECKPOINT_EVERY

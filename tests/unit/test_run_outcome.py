@@ -32,15 +32,15 @@ class HeldOutcome:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         recorder = runs.recorder
-        write = recorder._write
+        commit = recorder._commit
 
-        async def held(connection: Any, *, batch: list[Any], alone: bool = False) -> bool:
+        async def held(batch: list[Any], *, alone: bool) -> bool:
             if any(item.end is not None for item in batch):
                 self.reached.set()
                 await self.release.wait()
-            return await write(connection, batch=batch, alone=alone)
+            return await commit(batch, alone=alone)
 
-        recorder._write = held  # type: ignore[method-assign]
+        recorder._commit = held  # type: ignore[method-assign]
 
 
 async def _prepared(db: Database, runs: RunPath) -> tuple[str, PreparedRun]:

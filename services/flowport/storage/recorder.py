@@ -1,6 +1,7 @@
 """The recorder: every write of a run (its row, its outcome, its nodes, its session's turn and
 its log of events) goes through one asyncio consumer that gathers the writes waiting at one
-moment into one transaction, on SQLite and PostgreSQL alike."""
+moment into one transaction: on PostgreSQL through SQLAlchemy's engine, on SQLite through
+sqlite_writes.py, which does the same several times cheaper."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from flowport.storage.models import (
 )
 from flowport.storage.runs import NewRun, NodeRunRecord
 from flowport.storage.sessions import live_turns, recent_turns_statement
+from flowport.storage.sqlite_writes import Begun, Lost, SqliteWrites
 
 _RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
@@ -54,16 +56,6 @@ _TURNS_OF_SESSION = recent_turns_statement()
 LOG_FLUSH_S = 0.2
 
 
-class Begun(NamedTuple):
-    """What `begin` found: whether a credit was spent (False: none was left, and nothing was
-    written), the credits left (None: unlimited, or no spend asked), and the session's
-    turns as (user, assistant), oldest first."""
-
-    spent: bool
-    credits_left: int | None
-    turns: list[tuple[str, str]]
-
-
 class LogEntry(NamedTuple):
     """Frames `first_seq` to `last_seq` of a run's event stream, as SSE text."""
 
@@ -87,10 +79,6 @@ class _Write:
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Lost(Exception):
-    """A batch held an end whose run had already ended: each write is then tried alone."""
-
-
 class Recorder:
     """`start` (a run's row; hands back the commit's future), `begin` (a start that spends a
     credit or reads the session's memory first), `log` (frames of a live run), `finish`
@@ -109,7 +97,11 @@ class Recorder:
         log_flush_s: float = LOG_FLUSH_S,
     ) -> None:
         self._db = db
-        self._engine = db.write_engine
+        # SQLite's own path, set up on the first write.
+        self._sqlite: SqliteWrites | None = None
+        # Runs started and not yet ended here: with none but the caller's, a SQLite write
+        # may run on the event loop (see SqliteWrites).
+        self._open_runs = 0
         self._on_logged = on_logged
         self._log_flush_s = log_flush_s
         self._pending: list[_Write] = []
@@ -124,6 +116,7 @@ class Recorder:
         the same transaction or a later one, so an outcome is never on record without its
         run, and a start and end meeting in one batch become one row, inserted finished.
         `delay_s`: the row may wait this long for other writes to go with it."""
+        self._open_runs += 1
         write = _Write(self._future(), start=run.row())
         # Read here as well: a caller that does not wait for it leaves no failure unread.
         write.future.add_done_callback(_retrieve)
@@ -187,13 +180,22 @@ class Recorder:
             self._future(), end=end, nodes=nodes, turn=turn_row, log=[_log_row(e) for e in log]
         )
         self._enqueue(write)
-        # Shielded: the flusher owns the write; a cancelled caller stops waiting, nothing more.
-        return await asyncio.shield(write.future)
+        try:
+            # Shielded: the flusher owns the write; a cancelled caller stops waiting.
+            return await asyncio.shield(write.future)
+        finally:
+            self._open_runs -= 1
 
     async def begin(self, run: NewRun, *, spend: bool, memory_ttl_s: float | None) -> Begun:
         """Starts a run that spends a credit (`spend`) or reads its session's memory
         (`memory_ttl_s`: turns no older than that): both, and its row, in one transaction
         before it returns; an account without a credit left gets no row."""
+        if self._db.engine.dialect.name == "sqlite":
+            begun = await self._sqlite_writes().begin(
+                run.row(), spend=spend, memory_ttl_s=memory_ttl_s, on_loop=self._quiet()
+            )
+            self._open_runs += begun.spent
+            return begun
 
         async def begin(connection: AsyncConnection) -> Begun:
             left = None
@@ -211,7 +213,9 @@ class Recorder:
             return Begun(True, left, turns)
 
         # Shielded: a client going away must not cut the transaction (or the row) in half.
-        return await asyncio.shield(self._transaction(begin))
+        found: Begun = await asyncio.shield(self._transaction(begin))
+        self._open_runs += found.spent
+        return found
 
     async def flushed(self) -> None:
         """Returns once every write submitted so far is committed (or has failed); delayed
@@ -222,8 +226,20 @@ class Recorder:
 
     async def close(self) -> None:
         """Waits for the writes submitted until nothing is left to write (a run ending
-        while this waits is written too)."""
+        while this waits is written too), then closes SQLite's connections."""
         await self.flushed()
+        if self._sqlite is not None:
+            await self._sqlite.close()
+            self._sqlite = None
+
+    def _sqlite_writes(self) -> SqliteWrites:
+        if self._sqlite is None:
+            self._sqlite = SqliteWrites(self._db)
+        return self._sqlite
+
+    def _quiet(self) -> bool:
+        """No other run is under way: its writes are not worth waiting for."""
+        return self._open_runs <= 1
 
     def _future(self) -> asyncio.Future[bool]:
         return asyncio.get_running_loop().create_future()
@@ -263,7 +279,7 @@ class Recorder:
                 await self._write_alone(batch[0])
             else:
                 try:
-                    await self._transaction(functools.partial(self._write, batch=batch))
+                    await self._commit(batch, alone=False)
                 except Exception:
                     # Nothing of the batch was written. One stray write (a finish without a
                     # start, a run that had already ended) must not fail the others.
@@ -276,9 +292,7 @@ class Recorder:
 
     async def _write_alone(self, write: _Write) -> None:
         try:
-            ended = await self._transaction(
-                functools.partial(self._write, batch=[write], alone=True)
-            )
+            ended = await self._commit([write], alone=True)
         except Exception as error:
             if not write.future.done():
                 write.future.set_exception(error)
@@ -287,11 +301,10 @@ class Recorder:
         else:
             _settle(write, ended)
 
-    async def _write(
-        self, connection: AsyncConnection, *, batch: list[_Write], alone: bool = False
-    ) -> bool:
-        """Writes `batch` on `connection`; True unless it is one end whose run had already
-        ended (then nothing of it is written). A batch with such an end raises _Lost."""
+    async def _commit(self, batch: list[_Write], *, alone: bool) -> bool:
+        """Writes `batch` in one transaction; True unless it is one end whose run had
+        already ended (then nothing of it is written). A batch of several writes holding
+        such an end raises Lost, with nothing written."""
         starts = {write.start["id"]: write.start for write in batch if write.start is not None}
         ends = []
         for write in batch:
@@ -303,28 +316,19 @@ class Recorder:
             else:
                 # Started and ended in one batch: one row, inserted finished.
                 starts[start["id"]] = _finished_row(start, write.end)
-        if starts:
-            await connection.execute(insert(_RUNS), list(starts.values()))
-        if ends:
-            updated = await _finish(connection, ends)
-            if updated != len(ends):
-                if not alone:
-                    raise _Lost
-                await _missing_or_ended(connection, ends[0]["b_id"])
-                return False
-        nodes = [node for write in batch for node in write.nodes]
-        if nodes:
-            await connection.execute(insert(_NODE_RUNS), nodes)
-        turns = [write.turn for write in batch if write.turn is not None]
-        if turns:
-            await connection.execute(insert(_TURNS), turns)
-        log = _one_row_per_run([row for write in batch for row in write.log])
-        if log:
-            await connection.execute(insert(_LOG), log)
-        return True
+        rows = (
+            list(starts.values()),
+            ends,
+            [node for write in batch for node in write.nodes],
+            [write.turn for write in batch if write.turn is not None],
+            _one_row_per_run([row for write in batch for row in write.log]),
+        )
+        if self._db.engine.dialect.name == "sqlite":
+            return await self._sqlite_writes().write(*rows, alone=alone, on_loop=self._quiet())
+        return await self._transaction(functools.partial(_write, rows=rows, alone=alone))
 
     async def _transaction(self, work: Callable[[AsyncConnection], Any]) -> Any:
-        async with self._engine.begin() as connection:
+        async with self._db.engine.begin() as connection:
             return await work(connection)
 
     def _logged(self, batch: list[_Write]) -> None:
@@ -340,6 +344,35 @@ class Recorder:
         )
         if runs:
             self._on_logged(runs)
+
+
+Rows = tuple[
+    list[dict[str, Any]],  # runs to insert
+    list[dict[str, Any]],  # ends of live runs
+    list[dict[str, Any]],  # node runs
+    list[dict[str, Any]],  # session turns
+    list[dict[str, Any]],  # log entries
+]
+
+
+async def _write(connection: AsyncConnection, *, rows: Rows, alone: bool) -> bool:
+    """The recorder's transaction on PostgreSQL (see Recorder._commit)."""
+    starts, ends, nodes, turns, log = rows
+    if starts:
+        await connection.execute(insert(_RUNS), starts)
+    if ends:
+        updated = await _finish(connection, ends)
+        if updated != len(ends):
+            if not alone:
+                raise Lost
+            await _missing_or_ended(connection, ends[0]["b_id"])
+            # Ended by someone else: this transaction is rolled back, nothing is written.
+            await connection.rollback()
+            return False
+    for table, values in ((_NODE_RUNS, nodes), (_TURNS, turns), (_LOG, log)):
+        if values:
+            await connection.execute(insert(table), values)
+    return True
 
 
 async def _finish(connection: AsyncConnection, ends: list[dict[str, Any]]) -> int:
