@@ -1,25 +1,30 @@
-"""The blocking figures of this checkout against another commit's, side by side:
+"""The figures of this checkout against another commit's, side by side:
 `python -m tests.bench.versus REV` (`make bench-versus BASE=REV`).
 
 Both run at once as `flowport serve` on free ports, REV from a git worktree put first on
 PYTHONPATH (so it shares this checkout's virtualenv: a REV with other dependencies needs its
-own), and wrk measures them in alternating turns, so a difference between two versions is
+own), and they are measured in alternating turns, so a difference between two versions is
 taken under the same machine load, which on a shared machine moves more between runs than
-most single changes do."""
+most single changes do: the blocking route with wrk, then streams against the fake LLM (the
+added latency per token, tokens 1 ms apart, and the peak memory of the concurrent streams)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.bench import streams
 from tests.bench.blocking import wrk_target
 from tests.bench.compare import Comparison, side_by_side
 from tests.bench.config import BenchConfig
 from tests.bench.report import cpu_cell, table
+from tests.bench.stats import median, percentile
 from tests.bench.targets import Flowport
+from tests.fakes.fake_llm_process import FakeLlmProcess
 from tests.integration.stack import REPO
 
 WORK_DIR = REPO / ".flowport" / "bench-versus"
@@ -67,16 +72,87 @@ def render(rev: str, comparisons: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class StreamFigures:
+    """One stack's stream figures, a list of each turn's."""
+
+    token_ms: list[float] = dataclasses.field(default_factory=list)  # p50 added per token
+    first_ms: list[float] = dataclasses.field(default_factory=list)  # p50 request to 1st token
+    service_mib: list[float] = dataclasses.field(default_factory=list)  # peak RSS, N streams
+    envoy_mib: list[float] = dataclasses.field(default_factory=list)
+    errors: int = 0
+
+
+async def streams_side_by_side(
+    config: BenchConfig, this: Flowport, base: Flowport, fake: FakeLlmProcess
+) -> tuple[StreamFigures, StreamFigures]:
+    """Each turn measures one stack then the other (the order alternating), alone."""
+    turn_config = dataclasses.replace(config, runs=1)
+    figures = (StreamFigures(), StreamFigures())
+    for turn in range(config.runs):
+        pairs = list(zip((this, base), figures, strict=True))
+        for target, into in pairs if turn % 2 == 0 else pairs[::-1]:
+            relay = await streams.relay(
+                turn_config, target, fake, token_gap_s=config.relay_paced_gap_s
+            )
+            into.token_ms.append(percentile(relay.token_latency_s, 50) * 1e3)
+            into.first_ms.append(percentile(relay.first_stream_s, 50) * 1e3)
+            concurrent = await streams.concurrent(turn_config, target, fake)
+            into.service_mib.append(concurrent.peak_rss("service") / 2**20)
+            into.envoy_mib.append(concurrent.peak_rss("envoy") / 2**20)
+            into.errors += sum(relay.errors.values()) + sum(concurrent.errors.values())
+    return figures
+
+
+def render_streams(
+    rev: str, config: BenchConfig, ours: StreamFigures, theirs: StreamFigures
+) -> str:
+    def row(name: str, values: tuple[list[float], list[float]], unit: str) -> list[str]:
+        mine, base = median(values[0]), median(values[1])
+        return [name, f"{mine:,.2f} {unit}", f"{base:,.2f} {unit}", f"x{mine / base:.2f}"]
+
+    rows = [
+        row(
+            f"added latency per token, {config.relay_paced_gap_s * 1e3:g} ms apart, p50",
+            (ours.token_ms, theirs.token_ms),
+            "ms",
+        ),
+        row("request to first token, p50", (ours.first_ms, theirs.first_ms), "ms"),
+        row(
+            f"{config.concurrent_streams} streams at once, service peak RSS",
+            (ours.service_mib, theirs.service_mib),
+            "MiB",
+        ),
+        row(
+            f"{config.concurrent_streams} streams at once, Envoy peak RSS",
+            (ours.envoy_mib, theirs.envoy_mib),
+            "MiB",
+        ),
+    ]
+    return "\n".join(
+        [
+            f"this checkout vs {rev}: streamed chat runs against the fake LLM, medians of "
+            f"{config.runs} alternating turns; errors: this {ours.errors}, base {theirs.errors}",
+            table(["figure", "this", rev, "this/base"], rows),
+        ]
+    )
+
+
 async def main(rev: str) -> int:
     config = BenchConfig.from_env()
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)
     tree = WORK_DIR / "base-tree"
     await asyncio.to_thread(add_worktree, rev, tree)
-    this = Flowport(WORK_DIR / "this", llm_base_url=None)
+    with FakeLlmProcess() as fake:
+        return await _measure(config, rev, tree, fake)
+
+
+async def _measure(config: BenchConfig, rev: str, tree: Path, fake: FakeLlmProcess) -> int:
+    this = Flowport(WORK_DIR / "this", llm_base_url=fake.base_url)
     base = Flowport(
         WORK_DIR / "base",
-        llm_base_url=None,
+        llm_base_url=fake.base_url,
         extra_env={"PYTHONPATH": str(tree / "services")},
     )
     try:
@@ -100,10 +176,12 @@ async def main(rev: str) -> int:
         comparisons = await side_by_side(
             ours, theirs, concurrencies=CONCURRENCIES, runs=config.runs, names=("this", rev)
         )
+        print(render(rev, comparisons), flush=True)
+        stream_figures = await streams_side_by_side(config, this, base, fake)
+        print(render_streams(rev, config, *stream_figures))
     finally:
         await asyncio.gather(this.stop(), base.stop())
         await asyncio.to_thread(remove_worktree, tree)
-    print(render(rev, comparisons))
     return 0
 
 
