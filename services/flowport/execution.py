@@ -19,7 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowport import flowai
+from flowport import flowai, statuses
 from flowport.admission import PreparedRun
 from flowport.engine import (
     LlmClient,
@@ -173,7 +173,9 @@ class Execution:
         generated: dict[str, str] = {}
         active = _ActiveRun(task=asyncio.current_task(), live=live)
         self._active[run.run_id] = active
-        frames = _Frames(run.run_id, self._log_max_bytes)
+        # A stream's frames are rendered and logged as they go; a blocking run has none (its
+        # events are composed from its record when asked for: run_log.py).
+        frames = _Frames(run.run_id, self._log_max_bytes, render=not run.blocking)
         try:
             async with aclosing(
                 execute(
@@ -299,9 +301,11 @@ class Execution:
         is told the end on record instead."""
         if isinstance(outcome, RunSucceeded):
             status, output, error, error_node = "succeeded", outcome.output, None, None
+            error_code = None
         else:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
+            error_code = statuses.of(outcome.error).rest
         turn = None
         if isinstance(outcome, RunSucceeded) and run.turn_text is not None:
             turn = (run.account_id, run.session_id, run.turn_text, outcome.output)
@@ -313,6 +317,7 @@ class Execution:
                 output=output,
                 error=error,
                 error_node=error_node,
+                error_code=error_code,
                 total_time=outcome.total_time,
                 node_runs=nodes,
                 turn=turn,
@@ -342,19 +347,23 @@ class Execution:
 
 
 class _Frames:
-    """A run's frames as `batches` renders them: numbered, and handed to the log in entries.
-    Once the run has logged `max_bytes`, its token frames are no longer kept (every other
-    frame is), so a run's log stays bounded whatever its models write."""
+    """A stream's frames as `batches` renders them: numbered, and handed to the log in
+    entries. Once the run has logged `max_bytes`, its token frames are no longer kept (every
+    other frame is), so a run's log stays bounded whatever its models write. Not `render`:
+    batches of events alone."""
 
-    def __init__(self, run_id: str, max_bytes: int) -> None:
+    def __init__(self, run_id: str, max_bytes: int, *, render: bool) -> None:
         self._run_id = run_id
         self._max_bytes = max_bytes
+        self._render = render
         self._last_seq = 0
         self._logged_bytes = 0
         # Rendered, not yet handed to the log: the last ones go with the run's end.
         self._unlogged: list[tuple[int, bytes]] = []
 
     def batch(self, events: list[RunEvent]) -> Batch:
+        if not self._render:
+            return Batch(events, [], 0)
         frames = [frame for event in events if (frame := flowai.render_event(event)) is not None]
         first_seq = self._last_seq + 1
         for frame in frames:

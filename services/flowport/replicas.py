@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from flowport import flowai
+from flowport import flowai, statuses
 from flowport.channel import Channel, open_channel
 from flowport.errors import Unavailable
 from flowport.ids import new_id
@@ -43,10 +43,12 @@ Handler = Callable[[str], object]
 async def reap(db: Database, *, lease_s: float, log_retention_s: float) -> list[str]:
     """Fails the runs of replicas whose lease expired (their logs end with an error frame,
     so their followers end too), and drops log entries older than the retention."""
-    frame = flowai.error_frame(Unavailable(REPLICA_STOPPED))
+    stopped = Unavailable(REPLICA_STOPPED)
+    frame = flowai.error_frame(stopped)
+    code = statuses.of(stopped).rest
     failed = await db.run(
         lambda session: fail_orphaned_runs(
-            session, lease_s=lease_s, reason=REPLICA_STOPPED, last_frame=frame
+            session, lease_s=lease_s, reason=REPLICA_STOPPED, code=code, last_frame=frame
         )
     )
     before = utc_now() - timedelta(seconds=log_retention_s)

@@ -1,10 +1,12 @@
 """A run's stream of events as numbered SSE frames: rendered once, sent live, logged, and
 replayed or followed from any replica.
 
-Frame n of a run (counting from 1) is the n-th frame its FlowAI stream sent, so a client
-that lost its stream after n frames resumes after id n. The log of a run keeps its frames
-with their `id:` lines; while the run executes, its replica also holds them in memory
-(LiveRun), for the followers there."""
+Frame n of a stream (counting from 1) is the n-th frame it sent, so a client that lost its
+stream after n frames resumes after id n. A stream's log keeps its frames with their `id:`
+lines; while it runs, its replica also holds them in memory (LiveRun), for the followers
+there. A run without a log (a blocking run, or a stream whose log has expired) has its
+frames composed from its record once it has ended: what a stream of it would have sent,
+each llm node's text in one frame."""
 
 from __future__ import annotations
 
@@ -14,9 +16,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
-from flowport.engine import RunEvent
-from flowport.errors import NotFound
-from flowport.storage import LIVE_STATUSES, Database, get_run, log_after, run_status
+from flowport import flowai
+from flowport.engine import NodeFinished, NodeStarted, RunEvent, RunStarted, RunSucceeded, Token
+from flowport.engine.llm import TokenUsage, add_usage
+from flowport.storage import (
+    LIVE_STATUSES,
+    Database,
+    NodeRun,
+    Run,
+    get_run,
+    last_seq,
+    log_after,
+    run_status,
+)
 
 # Frames of these kinds end a run's stream.
 FINAL_EVENTS = (b"event: output\n", b"event: error\n")
@@ -189,18 +201,18 @@ class RunLogReader:
         self._heartbeat_s = heartbeat_s
 
     async def follow(self, *, account_id: str, run_id: str, after: int) -> AsyncIterator[bytes]:
-        """NotFound for a run of another account (or none), or whose log is no longer kept.
-        The frames come with their id lines; a ping comment after each quiet heartbeat."""
+        """NotFound for a run of another account (or none). The frames come with their id
+        lines; a ping comment after each quiet heartbeat."""
         await self._db.run(lambda s: get_run(s, account_id=account_id, run_id=run_id))
         live = self._live(run_id)
         if live is not None:
             async for data in live.follow_frames(after, self._heartbeat_s):
                 yield data
             return
-        async for data in self._follow_log(run_id, after):
+        async for data in self._follow_log(account_id, run_id, after):
             yield data
 
-    async def _follow_log(self, run_id: str, after: int) -> AsyncIterator[bytes]:
+    async def _follow_log(self, account_id: str, run_id: str, after: int) -> AsyncIterator[bytes]:
         sent = after
         watching = False
         quiet_since = time.monotonic()
@@ -221,8 +233,13 @@ class RunLogReader:
                 if is_final(frames[-1][1].partition(b"\n")[2]):
                     return
             if status not in LIVE_STATUSES:
-                if sent == 0:
-                    raise NotFound(f"the events of run {run_id} are no longer kept")
+                if await self._db.run(lambda s: last_seq(s, run_id=run_id)) == 0:
+                    run, nodes = await self._db.run(
+                        lambda s: get_run(s, account_id=account_id, run_id=run_id)
+                    )
+                    record = composed(run, nodes)
+                    if len(record) > sent:
+                        yield numbered(record[sent:], sent + 1)
                 return
             if not watching:
                 # From now on the run's replica sends notices of its new frames here.
@@ -232,3 +249,46 @@ class RunLogReader:
             if time.monotonic() - quiet_since >= self._heartbeat_s:
                 quiet_since = time.monotonic()
                 yield PING
+
+
+def composed(run: Run, nodes: list[NodeRun]) -> list[bytes]:
+    """The frames of an ended run without a log, from its record: its start, each node's
+    start and finish (an llm node's reasoning and text in one frame each between them), and
+    its output or error, rendered as a stream renders them."""
+    events: list[RunEvent] = []
+    in_node = next((node for node in nodes if node.node_type == "in"), None)
+    if in_node is not None:
+        events.append(RunStarted(run.id, in_node.node_id, run.inputs, run.session_id))
+    usage: TokenUsage | None = None
+    for node in nodes:
+        output = node.output or {}
+        if node.status != "skipped":
+            events.append(NodeStarted(node.node_id, node.name, node.node_type))
+            if node.node_type == "llm":
+                if isinstance(output.get("reasoning"), str) and output["reasoning"]:
+                    events.append(Token(node.node_id, "", output["reasoning"]))
+                if isinstance(output.get("output"), str) and output["output"]:
+                    events.append(Token(node.node_id, output["output"], None))
+        events.append(
+            NodeFinished(
+                node_id=node.node_id,
+                name=node.name,
+                type=node.node_type,
+                status=node.status,  # type: ignore[arg-type]
+                started_at=node.started_at,
+                time_spend=node.time_spend,
+                inputs=node.inputs,
+                output=node.output,
+                error=node.error,
+            )
+        )
+        if isinstance(output.get("usage"), dict):
+            usage = add_usage(usage, output["usage"])
+    frames = [frame for event in events if (frame := flowai.render_event(event)) is not None]
+    if run.status == "succeeded":
+        end = RunSucceeded(run.id, run.output or "", run.total_time or 0.0, usage)
+        frames.append(flowai.render_event(end) or b"")
+    else:
+        error = {"Node": run.error_node, "code": run.error_code or 500, "message": run.error}
+        frames.append(flowai.frame("error", error))
+    return frames

@@ -75,7 +75,11 @@ async def _run(session: AsyncSession, account: Account, workflow: Workflow, owne
 
 async def _reap(session: AsyncSession) -> list[str]:
     return await fail_orphaned_runs(
-        session, lease_s=LEASE_S, reason="the replica running it stopped", last_frame=LAST_FRAME
+        session,
+        lease_s=LEASE_S,
+        reason="the replica running it stopped",
+        code=503,
+        last_frame=LAST_FRAME,
     )
 
 
@@ -100,17 +104,21 @@ async def test_only_runs_of_replicas_whose_lease_expired_are_failed(
 
     for run_id in orphans:
         run, _ = await get_run(session, account_id=account.id, run_id=run_id)
-        assert (run.status, run.error) == ("failed", "the replica running it stopped")
+        assert (run.status, run.error, run.error_code) == (
+            "failed",
+            "the replica running it stopped",
+            503,
+        )
         assert run.finished_at is not None
-        (entry,) = await log_after(session, run_id=run_id, after=0)
-        assert (entry.first_seq, entry.frames) == (1, "id: 1\n" + LAST_FRAME.decode())
+        # No log was begun (their events come from their records): none is made.
+        assert await log_after(session, run_id=run_id, after=0) == []
     assert (await get_run(session, account_id=account.id, run_id=live_run))[0].status == "running"
     assert (await get_run(session, account_id=account.id, run_id=ended))[0].status == "succeeded"
     # The dead replica is forgotten; the live one stays.
     assert [r.id for r in await live_replicas(session, lease_s=LEASE_S)] == [alive]
 
 
-async def test_the_reapers_last_frame_follows_the_frames_already_logged(
+async def test_a_logged_runs_log_ends_with_the_reapers_frame(
     db: Database, session: AsyncSession, account: Account, workflow: Workflow
 ):
     dead = await _replica(session, silent_for_s=LEASE_S + 1)
@@ -124,6 +132,7 @@ async def test_the_reapers_last_frame_follows_the_frames_already_logged(
     assert await _reap(session) == [run_id]
     entries = await log_after(session, run_id=run_id, after=0)
     assert [(e.first_seq, e.last_seq) for e in entries] == [(1, 2), (3, 3)]
+    assert entries[-1].frames == "id: 3\n" + LAST_FRAME.decode()
 
 
 async def test_a_finish_after_the_reaper_changes_nothing(

@@ -144,6 +144,8 @@ class Run(SQLModel, table=True):
     total_time: float | None = None
     # The replica executing the run while it is live (replicas.id).
     owner: str | None = None
+    # The REST status of the error it failed with (or was cancelled with), when it did.
+    error_code: int | None = None
 
 
 class NodeRun(SQLModel, table=True):

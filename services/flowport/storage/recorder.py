@@ -45,6 +45,7 @@ _FINISH = (
         output=bindparam("b_output"),
         error=bindparam("b_error"),
         error_node=bindparam("b_error_node"),
+        error_code=bindparam("b_error_code"),
         total_time=bindparam("b_total_time"),
         finished_at=bindparam("b_finished_at"),
     )
@@ -143,6 +144,7 @@ class Recorder:
         error_node: str | None,
         total_time: float,
         node_runs: Sequence[NodeRunRecord],
+        error_code: int | None = None,
         turn: tuple[str, str, str, str] | None = None,
         log: Sequence[LogEntry] = (),
     ) -> bool:
@@ -161,6 +163,7 @@ class Recorder:
             "b_output": output,
             "b_error": error,
             "b_error_node": error_node,
+            "b_error_code": error_code,
             "b_total_time": total_time,
             "b_finished_at": utc_now(),
         }

@@ -47,12 +47,13 @@ async def live_replicas(session: AsyncSession, *, lease_s: float) -> list[Replic
 
 
 async def fail_orphaned_runs(
-    session: AsyncSession, *, lease_s: float, reason: str, last_frame: bytes
+    session: AsyncSession, *, lease_s: float, reason: str, code: int, last_frame: bytes
 ) -> list[str]:
     """Fails every running run whose owner's lease expired (or that has no owner: a run of
-    a version before replicas), ends its log with `last_frame`, forgets the dead replicas,
-    and returns the runs' ids: one transaction. A run whose owner is alive is never
-    touched, and one that ended meanwhile stays as it ended."""
+    a version before replicas) with `reason` and the REST status `code`, ends its log (if
+    it has one: a stream's) with `last_frame`, forgets the dead replicas, and returns the
+    runs' ids: one transaction. A run whose owner is alive is never touched, and one that
+    ended meanwhile stays as it ended."""
     now = utc_now()
     alive = select(Replica.id).where(col(Replica.heartbeat_at) >= now - timedelta(seconds=lease_s))
     failed = await session.exec(
@@ -61,7 +62,7 @@ async def fail_orphaned_runs(
             col(Run.status) == "running",
             or_(col(Run.owner).is_(None), col(Run.owner).not_in(alive)),
         )
-        .values(status="failed", error=reason, finished_at=now)
+        .values(status="failed", error=reason, error_code=code, finished_at=now)
         .returning(col(Run.id))
     )
     run_ids = [row[0] for row in failed.all()]

@@ -32,14 +32,20 @@ async def last_seq(session: AsyncSession, *, run_id: str) -> int:
 
 async def append_frame(session: AsyncSession, *, run_id: str, frame: bytes) -> None:
     """Adds `frame` (SSE, without its id line) after the run's last logged frame, in the
-    session's transaction: the caller commits it with whatever ended the run."""
+    session's transaction: the caller commits it with whatever ended the run. A run with no
+    log (a blocking run's events come from its record) is left without one."""
     seq = await last_seq(session, run_id=run_id) + 1
+    if seq == 1:
+        return
     text = f"id: {seq}\n".encode() + frame
     session.add(RunLogEntry(run_id=run_id, first_seq=seq, last_seq=seq, frames=text.decode()))
 
 
 async def expire_log(session: AsyncSession, *, before: datetime) -> int:
-    """Drops the entries written before `before`; returns how many."""
-    result = await session.exec(delete(RunLogEntry).where(col(RunLogEntry.created_at) < before))
+    """Drops the logs of runs that have an entry written before `before`, each whole (a
+    replay reads a run's log from its first frame, or composes the run from its record when
+    it has none); returns how many entries went."""
+    old = select(RunLogEntry.run_id).where(col(RunLogEntry.created_at) < before).distinct()
+    result = await session.exec(delete(RunLogEntry).where(col(RunLogEntry.run_id).in_(old)))
     await session.commit()
     return int(result.rowcount)

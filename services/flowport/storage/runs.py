@@ -60,6 +60,7 @@ class NewRun:
             "finished_at": None,
             "total_time": None,
             "owner": self.owner,
+            "error_code": None,
         }
 
 

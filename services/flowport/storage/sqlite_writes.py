@@ -476,6 +476,7 @@ class _Statements:
             "finished_at",
             "total_time",
             "owner",
+            "error_code",
         )
         self.insert_run = self._insert(dialect, _RUNS, run_columns)
         self.insert_node = self._insert(
@@ -502,7 +503,15 @@ class _Statements:
         self.insert_log = self._insert(
             dialect, _LOG, ("run_id", "first_seq", "last_seq", "frames", "created_at")
         )
-        finish_columns = ("status", "output", "error", "error_node", "total_time", "finished_at")
+        finish_columns = (
+            "status",
+            "output",
+            "error",
+            "error_node",
+            "error_code",
+            "total_time",
+            "finished_at",
+        )
         assignments = ", ".join(f"{quote(name)} = ?" for name in finish_columns)
         # Only a live run ends: a run's status moves forward once.
         live = ", ".join(f"'{status}'" for status in LIVE_STATUSES)

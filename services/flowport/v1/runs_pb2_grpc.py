@@ -82,10 +82,11 @@ class RunsServicer:
         (`msg`, `stream`, `output`, `error`), each with an `id:` line, frame n of the run having
         id n. Replays them from the start, or after the id in a `Last-Event-ID` header (or in
         `after`), then follows a live run and ends after its last frame; a `: ping` comment is
-        written after each heartbeat interval without a frame. Any key of the run's account may
-        read them.
-        Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account, or its events are no
-        longer kept), INVALID_ARGUMENT (a Last-Event-ID that is not a whole number).
+        written after each heartbeat interval without a frame. A run without a log (a blocking
+        run, or a stream whose log was dropped) has its frames composed from its record once it
+        has ended. Any key of the run's account may read them.
+        Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account), INVALID_ARGUMENT (a
+        Last-Event-ID that is not a whole number).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

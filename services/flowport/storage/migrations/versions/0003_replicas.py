@@ -33,8 +33,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_replicas")),
     )
     with op.batch_alter_table("runs") as runs:
-        # Runs live when this runs have no owner: the reaper fails them as orphans.
+        # Runs an older version left live have no owner: the reaper fails them as orphans.
         runs.add_column(sa.Column("owner", String(), nullable=True))
+        runs.add_column(sa.Column("error_code", sa.Integer(), nullable=True))
         runs.create_index("ix_runs_status", ["status"])
     op.create_table(
         "run_log",
@@ -54,5 +55,6 @@ def downgrade() -> None:
     op.drop_table("run_log")
     with op.batch_alter_table("runs") as runs:
         runs.drop_index("ix_runs_status")
+        runs.drop_column("error_code")
         runs.drop_column("owner")
     op.drop_table("replicas")
