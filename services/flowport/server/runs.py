@@ -74,9 +74,11 @@ def _last_event_id(context: grpc.aio.ServicerContext) -> int:
     """The id in a `Last-Event-ID` header (an SSE client reconnecting sends it), or 0."""
     for name, value in context.invocation_metadata() or ():
         if name == "last-event-id" and isinstance(value, str) and value.strip():
-            if not value.strip().isdigit():
-                raise InvalidArgument("Last-Event-ID: must be a whole number, a frame's id")
-            return int(value.strip())
+            text = value.strip()
+            # ASCII digits only: int() would also read other scripts' digits.
+            if not (text.isascii() and text.isdigit()):
+                raise InvalidArgument.at("Last-Event-ID", "must be a whole number, a frame's id")
+            return int(text)
     return 0
 
 
