@@ -178,6 +178,12 @@ class Database:
     def engine(self) -> AsyncEngine:
         return self._engine
 
+    @property
+    def driver_options(self) -> dict[str, Any]:
+        """What the driver is given besides the URL (e.g. psycopg's `options`), for code that
+        connects on its own: the job queue."""
+        return dict(self._connect_args)
+
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 

@@ -126,6 +126,13 @@ class Run(SQLModel, table=True):
         sa.Index("ix_runs_account_id_started_at", "account_id", "started_at"),
         # The reaper's search for live runs of replicas that died.
         sa.Index("ix_runs_status", "status"),
+        # The search for ended runs whose webhook was never attempted: runs with one only.
+        sa.Index(
+            "ix_runs_webhook_finished_at",
+            "finished_at",
+            sqlite_where=sa.text("webhook_url IS NOT NULL"),
+            postgresql_where=sa.text("webhook_url IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True)
@@ -146,6 +153,8 @@ class Run(SQLModel, table=True):
     owner: str | None = None
     # The REST status of the error it failed with (or was cancelled with), when it did.
     error_code: int | None = None
+    # Where the run's end is POSTed (the call's, or its workflow's), when anywhere.
+    webhook_url: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class NodeRun(SQLModel, table=True):
@@ -197,6 +206,76 @@ class RunLogEntry(SQLModel, table=True):
     first_seq: int
     last_seq: int
     frames: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt to POST a run's end to its webhook."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True)
+    attempt: int
+    # The receiver's HTTP status; none when it did not answer.
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class WebhookSecret(SQLModel, table=True):
+    """An account's webhook signing secret (`whsec_...`): kept so that it can sign, shown only
+    when made."""
+
+    __tablename__ = "webhook_secrets"
+
+    account_id: str = Field(foreign_key="accounts.id", primary_key=True)
+    secret: str
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A run call's Idempotency-Key: the same key and body of one account within a day are
+    the same run."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (sa.UniqueConstraint("account_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id")
+    key: str
+    # A digest of the call's surface, route and body: another body with the key is refused.
+    fingerprint: str
+    run_id: str
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime, index=True)
+
+
+class Job(SQLModel, table=True):
+    """Work for any replica on SQLite (on PostgreSQL, procrastinate's tables hold it): a
+    background run to execute, a webhook delivery to attempt."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_status_run_at", "status", "run_at"),
+        # At most one waiting job per lock (as procrastinate's queueing lock): a run is
+        # queued once however often asked.
+        sa.Index(
+            "uq_jobs_lock_todo",
+            "lock",
+            unique=True,
+            sqlite_where=sa.text("status = 'todo'"),
+            postgresql_where=sa.text("status = 'todo'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    args: dict[str, Any] = Field(default_factory=dict, sa_column=_json(nullable=False))
+    lock: str | None = None
+    # todo, doing (claimed by `owner`); a job that ends is deleted.
+    status: str = "todo"
+    owner: str | None = None
+    run_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
 
 

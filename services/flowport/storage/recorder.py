@@ -111,13 +111,15 @@ class Recorder:
         self._writing: list[_Write] = []  # the batch being written
 
     def start(self, run: NewRun, *, delay_s: float = 0.0) -> asyncio.Future[bool]:
-        """The run's row, status "running", on its way: returns the future of its commit
-        (shield it to wait: it belongs to the recorder). A run whose client learns its id
-        only with the outcome (a blocking answer) need not wait: its `finish` commits in
-        the same transaction or a later one, so an outcome is never on record without its
+        """The run's row, status "running" (or "queued"), on its way: returns the future of
+        its commit (shield it to wait: it belongs to the recorder). A run whose client learns
+        its id only with the outcome (a blocking answer) need not wait: its `finish` commits
+        in the same transaction or a later one, so an outcome is never on record without its
         run, and a start and end meeting in one batch become one row, inserted finished.
-        `delay_s`: the row may wait this long for other writes to go with it."""
-        self._open_runs += 1
+        `delay_s`: the row may wait this long for other writes to go with it. A queued run
+        is not open here: the replica that takes it `adopt`s it."""
+        if run.status != "queued":
+            self._open_runs += 1
         write = _Write(self._future(), start=run.row())
         # Read here as well: a caller that does not wait for it leaves no failure unread.
         write.future.add_done_callback(_retrieve)
@@ -133,6 +135,10 @@ class Recorder:
             self._log_flush = asyncio.get_running_loop().call_later(
                 self._log_flush_s, self._flush_soon
             )
+
+    def adopt(self) -> None:
+        """A run started elsewhere (a background run this replica took) will `finish` here."""
+        self._open_runs += 1
 
     async def finish(
         self,
@@ -197,7 +203,8 @@ class Recorder:
             begun = await self._sqlite_writes().begin(
                 run.row(), spend=spend, memory_ttl_s=memory_ttl_s, on_loop=self._quiet()
             )
-            self._open_runs += begun.spent
+            if run.status != "queued":
+                self._open_runs += begun.spent
             return begun
 
         async def begin(connection: AsyncConnection) -> Begun:
@@ -217,7 +224,8 @@ class Recorder:
 
         # Shielded: a client going away must not cut the transaction (or the row) in half.
         found: Begun = await asyncio.shield(self._transaction(begin))
-        self._open_runs += found.spent
+        if run.status != "queued":
+            self._open_runs += found.spent
         return found
 
     async def flushed(self) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import NotFound
@@ -39,8 +39,11 @@ class NewRun:
     version: int
     inputs: dict[str, Any]
     session_id: str | None
-    # The replica that executes it.
+    # The replica that executes it; none while a background run waits in the queue.
     owner: str | None = None
+    # "queued" for a background run, else it starts "running".
+    status: str = "running"
+    webhook_url: str | None = None
 
     def row(self) -> dict[str, Any]:
         """Every column of its row in the runs table, status "running"."""
@@ -51,7 +54,7 @@ class NewRun:
             "workflow_id": self.workflow_id,
             "version": self.version,
             "session_id": self.session_id,
-            "status": "running",
+            "status": self.status,
             "inputs": self.inputs,
             "output": None,
             "error": None,
@@ -61,6 +64,7 @@ class NewRun:
             "total_time": None,
             "owner": self.owner,
             "error_code": None,
+            "webhook_url": self.webhook_url,
         }
 
 
@@ -97,3 +101,60 @@ async def run_status(session: AsyncSession, *, run_id: str) -> str | None:
         select(Run.status).where(Run.id == run_id).execution_options(populate_existing=True)
     )
     return result.first()
+
+
+async def claim_run(session: AsyncSession, *, run_id: str, owner: str) -> bool:
+    """A queued run becomes `owner`'s, running: True for the one replica that got it."""
+    result = await session.exec(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.status) == "queued")
+        .values(status="running", owner=owner, started_at=utc_now())
+    )
+    await session.commit()
+    return bool(result.rowcount)
+
+
+async def count_queued(session: AsyncSession, *, account_id: str) -> int:
+    """How many of the account's background runs wait in the queue."""
+    result = await session.exec(
+        select(func.count())
+        .select_from(Run)
+        .where(col(Run.status) == "queued", col(Run.account_id) == account_id)
+    )
+    return int(result.one())
+
+
+async def queued_runs(session: AsyncSession, *, older_than_s: float, limit: int) -> list[str]:
+    """The oldest runs that have waited in the queue longer than `older_than_s`, at most
+    `limit` of them."""
+    cutoff = utc_now() - timedelta(seconds=older_than_s)
+    result = await session.exec(
+        select(Run.id)
+        .where(col(Run.status) == "queued", col(Run.started_at) < cutoff)
+        .order_by(col(Run.started_at))
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def run_and_nodes(session: AsyncSession, *, run_id: str) -> tuple[Run, list[NodeRun]]:
+    """The run and its nodes, whichever account's: for work that carries a run's id only
+    (a job), never for a caller's request."""
+    run = await session.get(Run, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return await get_run(session, account_id=run.account_id, run_id=run_id)
+
+
+async def cancel_queued(session: AsyncSession, *, run_id: str, reason: str, code: int) -> bool:
+    """A background run still waiting in the queue ends cancelled (`reason`, REST status
+    `code`): True unless a replica took it (or it ended) first."""
+    result = await session.exec(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.status) == "queued")
+        .values(
+            status="cancelled", error=reason, error_code=code, total_time=0.0, finished_at=utc_now()
+        )
+    )
+    await session.commit()
+    return bool(result.rowcount)

@@ -477,6 +477,7 @@ class _Statements:
             "total_time",
             "owner",
             "error_code",
+            "webhook_url",
         )
         self.insert_run = self._insert(dialect, _RUNS, run_columns)
         self.insert_node = self._insert(

@@ -101,17 +101,20 @@ async def publish_workflow(
 
 
 async def get_published_workflow(
-    session: AsyncSession, *, workflow_id: str
+    session: AsyncSession, *, workflow_id: str, version: int | None = None
 ) -> tuple[Workflow, WorkflowVersion]:
-    """The workflow and its newest version, whoever owns it; the caller checks visibility."""
+    """The workflow and its newest version (or `version`), whoever owns it; the caller checks
+    visibility."""
     workflow = await session.get(Workflow, workflow_id, populate_existing=True)
     if workflow is None or workflow.latest_version == 0:
         raise NotFound(f"workflow {workflow_id} not found")
     result = await session.exec(
         select(WorkflowVersion).where(
             WorkflowVersion.workflow_id == workflow_id,
-            WorkflowVersion.version == workflow.latest_version,
+            WorkflowVersion.version == (version or workflow.latest_version),
         )
     )
-    version = result.one()
-    return workflow, version
+    found = result.first()
+    if found is None:
+        raise NotFound(f"workflow {workflow_id} has no version {version}")
+    return workflow, found
