@@ -1,6 +1,7 @@
 """Admission: may this call start a run, and with which inputs? The key's scope, the
-workflow's visibility, the inputs, the content policy and the account's credits, checked in
-the order LinkAI's error codes imply; a run that passes has its row written."""
+workflow's visibility, the inputs, the content policy, the webhook and the account's credits,
+checked in the order LinkAI's error codes imply; a run that passes has its row written (a
+background run's queued, with its job)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from flowport.auth import Principal
 from flowport.catalog import Catalog
 from flowport.engine import CompiledWorkflow, InputSpec, WorkflowLoader, validate_inputs
 from flowport.engine.llm import ChatMessage
-from flowport.errors import CreditsExhausted, PermissionDenied
+from flowport.errors import CreditsExhausted, PermissionDenied, QueueFull
 from flowport.ids import new_id
+from flowport.jobs import Jobs
+from flowport.modes import Mode
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
-from flowport.storage import NewRun, Recorder
+from flowport.storage import Database, NewRun, Recorder, count_queued, recent_turns
 from flowport.url_inputs import FetchedFile
+from flowport.webhooks import check_webhook_url
 
 # An account seen with unlimited credits spends none for this long: a limit set meanwhile
 # (`flowport accounts set-credits`) applies within this time. Limited accounts always spend
@@ -36,6 +40,8 @@ BLOCKING_ROW_DELAY_S = 0.05
 
 # Maps a surface's raw arguments onto the workflow's declared inputs (LinkAI's `args`).
 InputMapper = Callable[[Sequence[InputSpec], dict[str, Any]], dict[str, Any]]
+# The job kind that executes a background run.
+RUN_JOB = "run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,24 +61,36 @@ class PreparedRun:
     turn_text: str | None = None
     # The commit of the run's row, when it went through the recorder's batches.
     row_written: asyncio.Future[bool] | None = None
-    # The client waits for the outcome (no stream): nothing needs the events as they happen.
-    blocking: bool = False
+    mode: Mode = "blocking"
+    # Where its end is POSTed, when anywhere.
+    webhook_url: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        """The client waits for the outcome: nothing needs the events as they happen."""
+        return self.mode == "blocking"
 
 
 class Admission:
     def __init__(
         self,
         *,
+        db: Database,
         catalog: Catalog,
         recorder: Recorder,
+        jobs: Jobs,
         policy: ContentPolicy,
         outbound: Outbound,
         replica_id: str,
         session_ttl_s: float,
+        max_queued_per_account: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._db = db
         self._catalog = catalog
         self._recorder = recorder
+        self._jobs = jobs
+        self._max_queued = max_queued_per_account
         self._policy = policy
         self._outbound = outbound
         self._replica_id = replica_id
@@ -92,12 +110,15 @@ class Admission:
         raw_input: object,
         session_id: str | None,
         map_input: InputMapper | None = None,
-        blocking: bool = False,
+        mode: Mode = "blocking",
+        webhook_url: str | None = None,
+        run_id: str | None = None,
     ) -> PreparedRun:
         """Everything that can fail before the first event: a failure here is a plain HTTP
-        error. Scope, workflow, visibility, input, content policy, and only then a credit is
-        spent. `blocking`: the client learns the run's id only with its outcome, so the run
-        need not wait for its row's commit."""
+        error. Scope, workflow, visibility, input, content policy, webhook, the queue's
+        bound, and only then a credit is spent. A blocking client learns the run's id only
+        with its outcome, so its run need not wait for its row's commit. `run_id`: the id an
+        Idempotency-Key claimed for it."""
         principal.require("run")
         workflow = await self._catalog.newest(workflow_id)
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
@@ -112,8 +133,19 @@ class Admission:
         self._policy.check_inputs(
             {name: value.text for name, value in inputs.items() if isinstance(value, FetchedFile)}
         )
-        run_id = new_id("run", 20)
-        memory_session = session_id if workflow.uses_memory else None
+        # A workflow's own webhook hears its own account's runs only: a public workflow's
+        # owner is not told other accounts' inputs.
+        if webhook_url is None and workflow.account_id == principal.account_id:
+            webhook_url = workflow.compiled.definition.webhook_url
+        if webhook_url is not None:
+            await check_webhook_url(
+                webhook_url, account_id=principal.account_id, db=self._db, outbound=self._outbound
+            )
+        if mode == "async":
+            await self._check_queue(principal.account_id)
+        run_id = run_id or new_id("run", 20)
+        # A background run reads its session's memory when it executes.
+        memory_session = session_id if workflow.uses_memory and mode != "async" else None
         session_id = session_id or new_id("sess", 20)
         new_run = NewRun(
             run_id=run_id,
@@ -123,7 +155,10 @@ class Admission:
             version=workflow.version,
             inputs=inputs,
             session_id=session_id,
-            owner=self._replica_id,
+            # A background run is the replica's that takes its job.
+            owner=None if mode == "async" else self._replica_id,
+            status="queued" if mode == "async" else "running",
+            webhook_url=webhook_url,
         )
         history: list[ChatMessage] = []
         row_written = None
@@ -136,13 +171,15 @@ class Admission:
         else:
             # Nothing to spend or read: the row alone, through the recorder's batches.
             row_written = self._recorder.start(
-                new_run, delay_s=BLOCKING_ROW_DELAY_S if blocking else 0.0
+                new_run, delay_s=BLOCKING_ROW_DELAY_S if mode == "blocking" else 0.0
             )
-            if not blocking:
+            if mode != "blocking":
                 # A stream names the run at once: the row exists before the client can ask.
                 # (A blocking run's outcome is committed with or after it, before the client
                 # hears of it.) Shielded: a client leaving does not cancel the write.
                 await asyncio.shield(row_written)
+        if mode == "async":
+            await queue_run(self._jobs, run_id)
         return PreparedRun(
             run_id=run_id,
             account_id=principal.account_id,
@@ -151,10 +188,18 @@ class Admission:
             inputs=inputs,
             load_workflow=self._catalog.loader(workflow.account_id),
             history=history,
-            turn_text=_turn_text(specs, inputs) if workflow.uses_memory else None,
+            turn_text=turn_text(specs, inputs) if workflow.uses_memory else None,
             row_written=row_written,
-            blocking=blocking,
+            mode=mode,
+            webhook_url=webhook_url,
         )
+
+    async def _check_queue(self, account_id: str) -> None:
+        waiting = await self._db.run(lambda s: count_queued(s, account_id=account_id))
+        if waiting >= self._max_queued:
+            raise QueueFull(
+                f"this account has {waiting} background runs waiting, as many as it may"
+            )
 
     async def _must_spend(self, account_id: str) -> bool:
         """Whether this run spends a credit: not when the account was just seen unlimited.
@@ -192,7 +237,27 @@ class Admission:
         return begun.turns
 
 
-def _turn_text(specs: Sequence[InputSpec], inputs: Mapping[str, Any]) -> str:
+async def queue_run(jobs: Jobs, run_id: str) -> None:
+    """The background run's job, for any replica to take (background.py): one, however
+    often asked (its lock is the run)."""
+    await jobs.defer(RUN_JOB, {"run_id": run_id}, lock=run_id)
+
+
+async def history_of(
+    db: Database, account_id: str, session_id: str, ttl_s: float
+) -> list[ChatMessage]:
+    """The session's turns as chat messages, oldest first; none once its memory expired."""
+    turns = await db.run(
+        lambda s: recent_turns(s, account_id=account_id, session_id=session_id, ttl_s=ttl_s)
+    )
+    history: list[ChatMessage] = []
+    for turn in turns:
+        history.append(ChatMessage(role="user", content=turn.user))
+        history.append(ChatMessage(role="assistant", content=turn.assistant))
+    return history
+
+
+def turn_text(specs: Sequence[InputSpec], inputs: Mapping[str, Any]) -> str:
     """What the user said in a run: LinkAI's input_text, else the first text input, else
     every input as JSON."""
     if isinstance(inputs.get("input_text"), str):

@@ -43,6 +43,11 @@ class Catalog:
         """The workflow's newest published version; NotFound if it has none."""
         return await self._newest.get(workflow_id, lambda: self._read(workflow_id))
 
+    async def version(self, workflow_id: str, version: int) -> Published:
+        """A published version, newest or not (a background run's, taken after a newer one
+        was published); read each time, compiled once."""
+        return await self._read(workflow_id, version)
+
     def forget(self, workflow_id: str) -> None:
         """The workflow was published or saved: the next run reads it afresh."""
         self._newest.invalidate(workflow_id)
@@ -63,9 +68,9 @@ class Catalog:
 
         return load
 
-    async def _read(self, workflow_id: str) -> Published:
+    async def _read(self, workflow_id: str, number: int | None = None) -> Published:
         workflow, version = await self._db.run(
-            lambda session: get_published_workflow(session, workflow_id=workflow_id)
+            lambda session: get_published_workflow(session, workflow_id=workflow_id, version=number)
         )
         compiled = self._compile(workflow.id, version.version, version.definition)
         return Published(

@@ -28,6 +28,7 @@ TRANSCODED_SERVICES = (
     "flowport.v1.ApiKeys",
     "flowport.v1.Workflows",
     "flowport.v1.Runs",
+    "flowport.v1.Webhooks",
 )
 STREAM_IDLE_TIMEOUT_S = 300
 

@@ -81,6 +81,14 @@ class Unavailable(FlowportError):
     engine, the workflow loader), or the replica executing the run stopped."""
 
 
+class IdempotencyKeyReused(FlowportError):
+    """An Idempotency-Key came again with another body than its first call's."""
+
+
+class QueueFull(FlowportError):
+    """The account has as many background runs waiting as it may."""
+
+
 class RunEnded(FlowportError):
     """A cancel call came for a run that had already ended; the message says how."""
 

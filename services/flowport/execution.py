@@ -6,7 +6,10 @@ outcome before the last batch leaves.
 A blocking run executes in its caller's task: a client that goes away cancels it. A stream
 executes in a task of its own (`start`) that its client follows: when the client goes away,
 the run goes on for `resume_s`, so that the client can come back for the rest through the
-run's events, and is cancelled if nobody follows it by then."""
+run's events, and is cancelled if nobody follows it by then. A background run executes in
+its job's task (`run_in_background`) to its end, followed or not.
+
+A run with a webhook has its first delivery scheduled once its end is on record."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +38,7 @@ from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
 from flowport.run_log import Batch, LiveRun
 from flowport.storage import Database, LogEntry, NodeRunRecord, Recorder, get_run
+from flowport.webhooks import Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,8 @@ class _ActiveRun:
     cancel_reason: str | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     abandon: asyncio.TimerHandle | None = None
+    # Goes on to its end though nobody follows it.
+    keep_going: bool = False
 
 
 class Execution:
@@ -69,8 +75,10 @@ class Execution:
         default_model: str,
         log_max_bytes: int,
         resume_s: float,
+        webhooks: Deliveries | None = None,
     ) -> None:
         self._db = db
+        self._webhooks = webhooks
         self._recorder = recorder
         self._llm = llm
         self._outbound = outbound
@@ -98,25 +106,52 @@ class Execution:
         """Those of `run_ids` that followers on other replicas watch."""
         return [run_id for run_id in run_ids if (live := self.live(run_id)) and live.watched]
 
-    def start(self, run: PreparedRun) -> LiveRun:
-        """Executes the run in a task of its own; follow the LiveRun for its batches."""
-        live = LiveRun(run.run_id, on_unfollowed=self._unfollowed)
+    def start(self, run: PreparedRun, *, keep_going: bool = False) -> LiveRun:
+        """Executes the run in a task of its own; follow the LiveRun for its batches.
+        `keep_going`: to its end, though its followers leave."""
+        live = LiveRun(run.run_id, on_unfollowed=None if keep_going else self._unfollowed)
         task = asyncio.create_task(self._drive(run, live), name=f"run {run.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return live
 
+    async def run_in_background(self, run: PreparedRun) -> None:
+        """Executes a background run in the caller's task (its job's) to its end; readers of
+        its events follow it meanwhile, and nobody leaving stops it."""
+        self._recorder.adopt()
+        await self._drive(run, LiveRun(run.run_id))
+
+    async def fail_unstarted(
+        self, run_id: str, error: FlowportError, *, webhook_url: str | None
+    ) -> None:
+        """A background run this replica took that could not begin (its version or its
+        files could not be read): failed on record, its webhook told."""
+        self._recorder.adopt()
+        ended = await self._recorder.finish(
+            run_id=run_id,
+            status="failed",
+            output=None,
+            error=error.message,
+            error_node=None,
+            error_code=statuses.of(error).rest,
+            total_time=0.0,
+            node_runs=[],
+        )
+        if ended and webhook_url is not None and self._webhooks is not None:
+            await self._webhooks.schedule(run_id)
+
     async def run_to_end(self, run: PreparedRun) -> RunSucceeded:
         """In the caller's task, the same batches a stream gets; a failed run raises its
         error."""
         async with aclosing(self.batches(run)) as batches:
-            async for batch in batches:
-                for event in batch.events:
-                    if isinstance(event, RunSucceeded):
-                        return event
-                    if isinstance(event, RunFailed):
-                        raise event.error
-        raise FlowportError("the run ended without an outcome")
+            return await _outcome(batches)
+
+    async def run_detached(self, run: PreparedRun) -> RunSucceeded:
+        """`run_to_end`, but in a task of its own that goes on to the end if the caller
+        leaves (a retry with its Idempotency-Key is answered with its outcome)."""
+        live = self.start(run, keep_going=True)
+        # No heartbeat is sent to a blocking caller: the follow is told one an hour.
+        return await _outcome(batch async for batch in live.follow(3600.0) if batch is not None)
 
     async def cancel_here(
         self, run_id: str, *, reason: str = CANCELLED_BY_REQUEST, wait_s: float = 5.0
@@ -147,7 +182,9 @@ class Execution:
     async def _drive(self, run: PreparedRun, live: LiveRun) -> None:
         """A stream's run, from its own task, into `live`."""
         try:
-            async with aclosing(self.batches(run, live)) as batches:
+            # A blocking run's followers read its record (it renders no frames to follow).
+            shown = None if run.blocking else live
+            async with aclosing(self.batches(run, shown)) as batches:
                 async for batch in batches:
                     live.append(batch)
         except Exception:
@@ -248,7 +285,9 @@ class Execution:
                 active.abandon.cancel()
             if not recorded:
                 # The recorder finishes the write even though this task is being cancelled.
-                cancelled = _cancelled(run, CANCELLED_BY_CLIENT, started)
+                # A background run has no client: only the service stopping cancels it so.
+                reason = CANCELLED_BY_STOP if run.mode == "async" else CANCELLED_BY_CLIENT
+                cancelled = _cancelled(run, reason, started)
                 await self._record(run, cancelled, nodes, frames.batch([cancelled]), frames)
             active.finished.set()
 
@@ -333,6 +372,8 @@ class Execution:
                 raise failure from None
             raise
         if ended:
+            if run.webhook_url is not None and self._webhooks is not None:
+                await self._webhooks.schedule(run.run_id)
             return batch
         record, _ = await self._db.run(
             lambda s: get_run(s, account_id=run.account_id, run_id=run.run_id)
@@ -384,6 +425,17 @@ class _Frames:
         data = b"".join(b"id: %d\n" % seq + frame for seq, frame in kept)
         self._logged_bytes += len(data)
         return LogEntry(self._run_id, kept[0][0], kept[-1][0], data.decode())
+
+
+async def _outcome(batches: AsyncIterator[Batch]) -> RunSucceeded:
+    """The run's output once it succeeded; its error raised when it failed."""
+    async for batch in batches:
+        for event in batch.events:
+            if isinstance(event, RunSucceeded):
+                return event
+            if isinstance(event, RunFailed):
+                raise event.error
+    raise FlowportError("the run ended without an outcome")
 
 
 def _cancelled(run: PreparedRun, message: str, started: float) -> RunFailed:

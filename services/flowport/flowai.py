@@ -17,27 +17,43 @@ from flowport.engine import (
 )
 from flowport.errors import FlowportError, InvalidArgument
 from flowport.jsonbody import dumps
+from flowport.modes import MODES, Mode
 
-BODY_FIELDS = ("input", "stream", "session_id")
+BODY_FIELDS = ("input", "stream", "session_id", "mode", "webhook_url")
 
 
 @dataclass(frozen=True, slots=True)
 class FlowAiRequest:
     input: dict[str, Any] = field(default_factory=dict)
-    stream: bool = False
+    # blocking (FlowAI's default), stream (`"stream": true`) or async (a background run).
+    mode: Mode = "blocking"
     session_id: str | None = None
+    webhook_url: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        return self.mode == "stream"
 
 
 def parse_request(body: bytes) -> FlowAiRequest:
-    """`{"input": {...}, "stream": true, "session_id": "..."}`; every problem is a 400 naming it."""
+    """`{"input": {...}, "stream": true, "session_id": "..."}`, and Flowport's own `mode` and
+    `webhook_url`; every problem is a 400 naming it."""
     data = jsonbody.read_object(body, fields=BODY_FIELDS, example='{"input": {...}}')
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidArgument.at("stream", "must be true or false")
+    chosen = jsonbody.optional_choice(data, "mode", MODES)
+    mode: Mode = "stream" if stream else "blocking"
+    for known in MODES:
+        if chosen == known:
+            if stream and known != "stream":
+                raise InvalidArgument.at("mode", f'"{known}" cannot go with "stream": true')
+            mode = known
     return FlowAiRequest(
         input=jsonbody.optional_object(data, "input"),
-        stream=stream,
+        mode=mode,
         session_id=jsonbody.optional_session_id(data),
+        webhook_url=jsonbody.optional_webhook_url(data),
     )
 
 

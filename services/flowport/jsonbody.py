@@ -120,6 +120,29 @@ def optional_session_id(data: dict[str, Any]) -> str | None:
     return value or None
 
 
+def optional_webhook_url(data: dict[str, Any]) -> str | None:
+    """The call's `webhook_url`, an http(s) URL (whether it may be reached is checked at
+    admission, as http nodes' URLs are)."""
+    value = data.get("webhook_url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise InvalidArgument.at("webhook_url", "must be an http:// or https:// URL")
+    if len(value) > 2048:
+        raise InvalidArgument.at("webhook_url", "must be at most 2048 characters")
+    return value
+
+
+def optional_choice(data: dict[str, Any], name: str, choices: Sequence[str]) -> str | None:
+    """A string field that takes one of `choices`; None when absent."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if value not in choices:
+        raise InvalidArgument.at(name, f"must be one of {', '.join(map(repr, choices))}")
+    return str(value)
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON with readable non-ASCII text, as FlowAI and LinkAI write it. orjson
     writes what the standard library's json writes with ensure_ascii=False and compact

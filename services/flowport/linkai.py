@@ -9,8 +9,11 @@ from typing import Any
 from flowport import errors, jsonbody, statuses
 from flowport.engine import InputSpec
 from flowport.jsonbody import dumps
+from flowport.modes import Mode
 
-BODY_FIELDS = ("app_code", "args", "session_id")
+BODY_FIELDS = ("app_code", "args", "session_id", "mode", "webhook_url")
+# LinkAI's route answers with the outcome, or at once for a background run.
+MODES = ("blocking", "async")
 # LinkAI's system variables and the input type each one fills when the workflow does not
 # declare it by name.
 SYSTEM_ARGS = {"input_text": "text", "input_image": "image", "input_file": "file"}
@@ -21,6 +24,8 @@ class LinkAiRequest:
     app_code: str
     args: dict[str, Any] = field(default_factory=dict)
     session_id: str | None = None
+    mode: Mode = "blocking"
+    webhook_url: str | None = None
 
 
 def parse_request(body: bytes) -> LinkAiRequest:
@@ -32,10 +37,13 @@ def parse_request(body: bytes) -> LinkAiRequest:
         raise errors.InvalidArgument.at("app_code", "required")
     if not isinstance(app_code, str):
         raise errors.InvalidArgument.at("app_code", "must be a string")
+    async_run = jsonbody.optional_choice(data, "mode", MODES) == "async"
     return LinkAiRequest(
         app_code=app_code,
         args=jsonbody.optional_object(data, "args"),
         session_id=jsonbody.optional_session_id(data),
+        mode="async" if async_run else "blocking",
+        webhook_url=jsonbody.optional_webhook_url(data),
     )
 
 
@@ -69,6 +77,11 @@ def map_args(specs: Sequence[InputSpec], args: dict[str, Any]) -> dict[str, Any]
 def success_body(*, output_text: str, session_id: str, run_id: str) -> bytes:
     data = {"output_text": output_text, "session_id": session_id, "run_id": run_id}
     return dumps({"success": True, "code": 200, "message": "success", "data": data})
+
+
+def accepted_body(accepted: dict[str, str]) -> bytes:
+    """A background run's answer: the run as accepted, in the envelope, code 202."""
+    return dumps({"success": True, "code": 202, "message": "accepted", "data": accepted})
 
 
 def error_body(error: errors.FlowportError) -> bytes:

@@ -73,11 +73,18 @@ class Replica:
         self._background: set[asyncio.Task[Any]] = set()
         # Replicas alive as of the last renewal, this one included.
         self.live_count = 1
+        self.alive: list[str] = [self.id]
+        self._beats: list[Callable[[], Awaitable[None]]] = []
 
     def on(self, kind: str, handler: Handler) -> None:
         """`handler(id)` for each id of each message of `kind` from another replica; an
         awaitable it returns runs on its own."""
         self._handlers[kind] = handler
+
+    def every_beat(self, work: Callable[[], Awaitable[None]]) -> None:
+        """`work()` on each beat of the reaper (BEATS_PER_LEASE times a lease), from `start`
+        on; a failure is logged, and the next beat tries again."""
+        self._beats.append(work)
 
     async def start(self) -> None:
         await self._db.run(
@@ -92,6 +99,7 @@ class Replica:
         self._tasks = [
             asyncio.create_task(self._every_beat(self._renew), name="lease"),
             asyncio.create_task(self._every_beat(self._reap), name="reaper"),
+            *(asyncio.create_task(self._every_beat(work)) for work in self._beats),
         ]
 
     async def stop(self) -> None:
@@ -163,7 +171,8 @@ class Replica:
 
     async def _count(self) -> None:
         alive = await self._db.run(lambda s: live_replicas(s, lease_s=self._lease_s))
-        self.live_count = max(1, len(alive))
+        self.alive = [replica.id for replica in alive] or [self.id]
+        self.live_count = len(self.alive)
 
     async def _reap(self) -> None:
         await reap(self._db, lease_s=self._lease_s, log_retention_s=self._log_retention_s)

@@ -16,9 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
-from flowport import flowai
-from flowport.engine import NodeFinished, NodeStarted, RunEvent, RunStarted, RunSucceeded, Token
-from flowport.engine.llm import TokenUsage, add_usage
+from flowport import flowai, run_record
+from flowport.engine import NodeFinished, NodeStarted, RunEvent, RunStarted, Token
 from flowport.storage import (
     LIVE_STATUSES,
     Database,
@@ -252,14 +251,25 @@ class RunLogReader:
 
 
 def composed(run: Run, nodes: list[NodeRun]) -> list[bytes]:
-    """The frames of an ended run without a log, from its record: its start, each node's
-    start and finish (an llm node's reasoning and text in one frame each between them), and
+    """The frames of an ended run without a log, from its record (`composed_events`), and
     its output or error, rendered as a stream renders them."""
+    frames = [f for event in composed_events(run, nodes) if (f := flowai.render_event(event))]
+    if run.status == "succeeded":
+        frames.append(flowai.render_event(run_record.outcome(run, nodes)) or b"")
+    else:
+        # The recorded status as it was, whichever kind of error gave it.
+        error = {"Node": run.error_node, "code": run.error_code or 500, "message": run.error}
+        frames.append(flowai.frame("error", error))
+    return frames
+
+
+def composed_events(run: Run, nodes: list[NodeRun]) -> list[RunEvent]:
+    """The events of an ended run from its record, but its end: its start, each node's
+    start and finish, and an llm node's reasoning and text in one token each between them."""
     events: list[RunEvent] = []
     in_node = next((node for node in nodes if node.node_type == "in"), None)
     if in_node is not None:
         events.append(RunStarted(run.id, in_node.node_id, run.inputs, run.session_id))
-    usage: TokenUsage | None = None
     for node in nodes:
         output = node.output or {}
         if node.status != "skipped":
@@ -282,13 +292,4 @@ def composed(run: Run, nodes: list[NodeRun]) -> list[bytes]:
                 error=node.error,
             )
         )
-        if isinstance(output.get("usage"), dict):
-            usage = add_usage(usage, output["usage"])
-    frames = [frame for event in events if (frame := flowai.render_event(event)) is not None]
-    if run.status == "succeeded":
-        end = RunSucceeded(run.id, run.output or "", run.total_time or 0.0, usage)
-        frames.append(flowai.render_event(end) or b"")
-    else:
-        error = {"Node": run.error_node, "code": run.error_code or 500, "message": run.error}
-        frames.append(flowai.frame("error", error))
-    return frames
+    return events

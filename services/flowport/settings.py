@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     run_log_max_bytes: int = Field(default=1_048_576, ge=0)
     # Log entries are dropped this long after they were written.
     run_log_retention_s: float = Field(default=86_400.0, gt=0)
+    # Jobs (background runs and webhook deliveries) this replica works on at once; 0: it
+    # takes none, and only accepts runs for the others.
+    jobs_concurrency: int = Field(default=10, ge=0)
+    # Background runs an account may have waiting in the queue; past it, 429.
+    max_queued_per_account: int = Field(default=100, ge=1)
+    # Attempts to deliver a run's end to its webhook, the first included.
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    # The wait before the second attempt; each next one waits twice as long (with jitter).
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    # How long a receiver may take to answer one attempt.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     # Flowport's own log lines from this level up; libraries log warnings only, unless DEBUG.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -22,10 +22,12 @@ from flowport.errors import (
     CreditsExhausted,
     DeadlineExceeded,
     FlowportError,
+    IdempotencyKeyReused,
     InvalidArgument,
     MissingScope,
     NotFound,
     PermissionDenied,
+    QueueFull,
     RateLimited,
     RunEnded,
     SubWorkflowNotFound,
@@ -68,6 +70,8 @@ TABLE: dict[type[FlowportError], Statuses] = {
     CreditsExhausted:    Statuses(Code.RESOURCE_EXHAUSTED, 402,  406,  "CREDITS_EXHAUSTED"),
     ContentBlocked:      Statuses(Code.ABORTED,            409,  409,  "CONTENT_BLOCKED"),
     RateLimited:         Statuses(Code.RESOURCE_EXHAUSTED, 429,  429,  "RATE_LIMITED"),
+    QueueFull:           Statuses(Code.RESOURCE_EXHAUSTED, 429,  429,  "QUEUE_FULL"),
+    IdempotencyKeyReused: Statuses(Code.FAILED_PRECONDITION, 422, 422, "IDEMPOTENCY_KEY_REUSED"),
     UpstreamFailed:      Statuses(Code.UNAVAILABLE,        502,  503,  "UPSTREAM_FAILED"),
     Unavailable:         Statuses(Code.UNAVAILABLE,        503,  503,  "UNAVAILABLE"),
     DeadlineExceeded:    Statuses(Code.DEADLINE_EXCEEDED,  504,  503,  "DEADLINE_EXCEEDED"),
@@ -88,3 +92,26 @@ def of(error: FlowportError) -> Statuses:
         if statuses is not None:
             return statuses
     raise LookupError(f"{type(error).__name__} is not a FlowportError")
+
+
+# The kinds a run may end with, by their REST status: a run's record keeps that status only,
+# and an answer given again from the record (a repeated Idempotency-Key) tells the same kind
+# on every surface.
+RUN_FAILURES: dict[int, type[FlowportError]] = {
+    TABLE[kind].rest: kind
+    for kind in (
+        InvalidArgument,
+        SubWorkflowNotFound,
+        ContentBlocked,
+        UpstreamFailed,
+        Unavailable,
+        DeadlineExceeded,
+        Cancelled,
+    )
+}
+
+
+def recorded_failure(rest: int | None, message: str, node_id: str | None) -> FlowportError:
+    """The error a run failed with, from the REST status and message on its record."""
+    kind = RUN_FAILURES.get(rest or 500, FlowportError)
+    return kind(message, node_id=node_id)

@@ -11,6 +11,7 @@ runs at once, for an unlimited account and for one with credits (which spends on
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import statistics
@@ -48,9 +49,16 @@ async def _measure(concurrency: int, runs: int, limited: bool) -> dict[str, floa
     admit, run_to_end, close = _run_path(db, Settings(data_dir=data_dir))
     workflow_id = workflow_ids["BMI"]
 
+    # A blocking call: `mode` since background runs came, `blocking` before.
+    blocking = (
+        {"mode": "blocking"}
+        if "mode" in inspect.signature(admit).parameters
+        else {"blocking": True}
+    )
+
     async def one() -> None:
         run = await admit(
-            principal, workflow_id=workflow_id, raw_input=BMI_INPUT, session_id=None, blocking=True
+            principal, workflow_id=workflow_id, raw_input=BMI_INPUT, session_id=None, **blocking
         )
         if (await run_to_end(run)).output != BMI_OUTPUT:
             raise RuntimeError("the BMI workflow answered wrong")
@@ -93,7 +101,15 @@ def _run_path(db: Any, settings: Any) -> tuple[Any, Any, Any]:
     from flowport.outbound import FetchPolicy, Outbound
 
     outbound = Outbound(FetchPolicy.from_settings(settings))
-    runs = RunPath.build(settings, db, replica_id="rep_bench", llm=None, outbound=outbound)
+    build = {}
+    if "jobs" in inspect.signature(RunPath.build).parameters:
+        # Jobs deferred but never taken: a blocking run defers none.
+        from flowport.jobs import open_jobs
+
+        build["jobs"] = open_jobs(
+            db, replica_id="rep_bench", concurrency=0, grace_s=0.0, lease_s=30.0
+        )
+    runs = RunPath.build(settings, db, replica_id="rep_bench", llm=None, outbound=outbound, **build)
 
     async def close() -> None:
         await runs.recorder.close()

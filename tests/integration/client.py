@@ -70,15 +70,21 @@ class Api:
 
     @contextmanager
     def stream(
-        self, workflow_id: str, input: dict[str, Any], **extra: Any
+        self,
+        workflow_id: str,
+        input: dict[str, Any],
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> Iterator[httpx_sse.EventSource]:
+        """FlowAI's route, streamed; `extra` adds fields next to `input`."""
         body = {"input": input, "stream": True, **extra}
         with httpx_sse.connect_sse(
             self.http,
             "POST",
             f"/v1/api/workflow/run/{workflow_id}",
             json=body,
-            headers=self.headers,
+            headers=headers if headers is not None else self.headers,
         ) as source:
             yield source
 

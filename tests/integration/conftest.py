@@ -18,6 +18,7 @@ BLOCKED_WORDS = ("forbiddenword", "禁词")
 FETCH_MAX_BYTES = 100_000
 # How long the session stack's streams go on after their client left, nobody following.
 RESUME_S = 1.0
+WEBHOOK_BACKOFF_S = 0.2
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLlm) ->
             "FLOWPORT_FETCH_MAX_BYTES": str(FETCH_MAX_BYTES),
             # A stream whose client left stops soon when nobody follows it (see RESUME_S).
             "FLOWPORT_STREAM_RESUME_S": str(RESUME_S),
+            # A failed webhook delivery is tried again within the test's patience.
+            "FLOWPORT_WEBHOOK_BACKOFF_S": str(WEBHOOK_BACKOFF_S),
         },
     )
     stack.start()

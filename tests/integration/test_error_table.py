@@ -9,9 +9,10 @@ of its group (runs, or management calls).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from flowport import statuses
+from flowport.convert import struct
 from flowport.demo import BMI, CHAT
 from flowport.errors import (
     Cancelled,
@@ -29,10 +31,12 @@ from flowport.errors import (
     CreditsExhausted,
     DeadlineExceeded,
     FlowportError,
+    IdempotencyKeyReused,
     InvalidArgument,
     MissingScope,
     NotFound,
     PermissionDenied,
+    QueueFull,
     RateLimited,
     RunEnded,
     SubWorkflowNotFound,
@@ -40,7 +44,6 @@ from flowport.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from flowport.server.convert import struct
 from flowport.v1 import (
     keys_pb2,
     keys_pb2_grpc,
@@ -74,6 +77,10 @@ class RunCall:
     stage: Stage
     # Done once the run is under way, while the call waits for its answer (a cancel call).
     while_running: Callable[[], None] | None = None
+    # Headers (gRPC metadata) besides the key.
+    headers: dict[str, str] = field(default_factory=dict)
+    # "async": a background run, which only the surfaces that answer at once can make.
+    mode: str | None = None
 
 
 @dataclass
@@ -114,7 +121,12 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
         data_dir=data_dir,
         database_url=f"sqlite:///{data_dir / 'flowport.db'}",
         llm_base_url=None,
-        extra_env={"FLOWPORT_RATE_LIMIT_PER_KEY": "1"},
+        extra_env={
+            "FLOWPORT_RATE_LIMIT_PER_KEY": "1",
+            # Background runs wait here: nothing takes them, and one fills the queue.
+            "FLOWPORT_JOBS_CONCURRENCY": "0",
+            "FLOWPORT_MAX_QUEUED_PER_ACCOUNT": "1",
+        },
     )
     chat = data_dir / "chat.json"
     chat.write_text(json.dumps(CHAT), encoding="utf-8")
@@ -235,6 +247,33 @@ def failing_node(world: World) -> RunCall:
     return RunCall(world.stack, world.api.key, bmi, {"height": 0, "weight": 75}, "during")
 
 
+def queue_full(world: World) -> RunCall:
+    # One background run of the account waits, nothing takes it: its queue is full from
+    # then on (202 the first time, 429 after).
+    limited = world.limited
+    _, filler = limited.stack.create_key(account=limited.account, scopes=("run",))
+    with Api(limited.stack.base_url, filler) as api:
+        waiting = api.run(limited.chat, {"输入": "hi"}, mode="async")
+    assert waiting.status_code in (202, 429), waiting.text
+    _, key = limited.stack.create_key(account=limited.account, scopes=("run",))
+    return RunCall(limited.stack, key, limited.chat, {"输入": "hi"}, "before", mode="async")
+
+
+def idempotency_key_reused(world: World) -> RunCall:
+    bmi = world.api.publish(BMI)
+    key = f"key-{uuid.uuid4().hex}"
+    first = world.api.run(bmi, {"height": 1, "weight": 1}, headers=_with_key(world.api, key))
+    assert first.status_code == 200, first.text
+    # The same key with another body (or on another surface: the route is part of it).
+    return RunCall(
+        world.stack, world.api.key, bmi, BMI_INPUT, "before", headers={"Idempotency-Key": key}
+    )
+
+
+def _with_key(api: Api, key: str) -> dict[str, str]:
+    return {**api.headers, "Idempotency-Key": key}
+
+
 def _list_keys(channel: grpc.Channel, metadata: Metadata) -> object:
     return keys_pb2_grpc.ApiKeysStub(channel).ListApiKeys(
         keys_pb2.ListApiKeysRequest(), metadata=metadata
@@ -305,6 +344,8 @@ RUN_TRIGGERS: dict[type[FlowportError], list[RunTrigger]] = {
     CreditsExhausted:    [no_credits_left],
     ContentBlocked:      [blocked_input, blocked_output],
     RateLimited:         [too_fast],
+    QueueFull:           [queue_full],
+    IdempotencyKeyReused: [idempotency_key_reused],
     UpstreamFailed:      [llm_provider_failing],
     Unavailable:         [no_llm_provider],
     DeadlineExceeded:    [past_the_timeout],
@@ -326,16 +367,31 @@ MANAGEMENT_TRIGGERS: dict[type[FlowportError], list[ManagementTrigger]] = {
 # -- surfaces: each makes the call and says what it answered --------------------------------
 
 
+def _headers(call: RunCall) -> dict[str, str]:
+    return {"X-API-KEY": call.key, **call.headers}
+
+
+def _metadata(call: RunCall) -> Metadata:
+    return [("x-api-key", call.key), *((k.lower(), v) for k, v in call.headers.items())]
+
+
+def _mode(call: RunCall) -> dict[str, str]:
+    return {"mode": call.mode} if call.mode else {}
+
+
 def flowai(call: RunCall) -> Answer:
     with Api(call.stack.base_url, call.key) as api:
-        response = api.run(call.workflow_id, call.input)
+        response = api.run(call.workflow_id, call.input, headers=_headers(call), **_mode(call))
     body = response.json()
     assert list(body) == ["code", "message"] and body["code"] == response.status_code, body
     return ("status", response.status_code, None)
 
 
 def flowai_stream(call: RunCall) -> Answer:
-    with Api(call.stack.base_url, call.key) as api, api.stream(call.workflow_id, call.input) as sse:
+    with (
+        Api(call.stack.base_url, call.key) as api,
+        api.stream(call.workflow_id, call.input, headers=_headers(call)) as sse,
+    ):
         if sse.response.status_code != 200:
             body = json.loads(sse.response.read())
             assert body["code"] == sse.response.status_code, body
@@ -346,18 +402,21 @@ def flowai_stream(call: RunCall) -> Answer:
 
 
 def linkai(call: RunCall) -> Answer:
-    with Api(call.stack.base_url, call.key) as api:
-        response = api.linkai({"app_code": call.workflow_id, "args": call.input})
+    body = {"app_code": call.workflow_id, "args": call.input, **_mode(call)}
+    headers = {"Authorization": f"Bearer {call.key}", **call.headers}
+    response = httpx.post(f"{call.stack.base_url}/v1/workflow/run", json=body, headers=headers)
     linkai_failure(response, response.status_code)
     return ("status", response.status_code, None)
 
 
 def grpc_run(call: RunCall) -> Answer:
-    request = runner_pb2.RunRequest(workflow_id=call.workflow_id, input=struct(call.input))
+    request = runner_pb2.RunRequest(
+        workflow_id=call.workflow_id, input=struct(call.input), mode=call.mode or ""
+    )
     with grpc.insecure_channel(call.stack.envoy_target) as channel:
         runner = runner_pb2_grpc.WorkflowRunnerStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            runner.Run(request, metadata=[("x-api-key", call.key)])
+            runner.Run(request, metadata=_metadata(call))
     return _grpc_answer(raised.value)
 
 
@@ -366,7 +425,7 @@ def grpc_stream(call: RunCall) -> Answer:
     with grpc.insecure_channel(call.stack.envoy_target) as channel:
         runner = runner_pb2_grpc.WorkflowRunnerStub(channel)
         try:
-            events = list(runner.RunStream(request, metadata=[("x-api-key", call.key)]))
+            events = list(runner.RunStream(request, metadata=_metadata(call)))
         except grpc.RpcError as error:
             return _grpc_answer(error)
     assert events[-1].WhichOneof("event") == "error", events[-1]
@@ -376,8 +435,8 @@ def grpc_stream(call: RunCall) -> Answer:
 def rest_run(call: RunCall) -> Answer:
     response = httpx.post(
         f"{call.stack.base_url}/v1/workflows/{call.workflow_id}:run",
-        json={"input": call.input},
-        headers={"X-API-KEY": call.key},
+        json={"input": call.input, **_mode(call)},
+        headers=_headers(call),
         timeout=30,
     )
     return _status_answer(response)
@@ -387,7 +446,7 @@ def rest_stream(call: RunCall) -> Answer:
     response = httpx.post(
         f"{call.stack.base_url}/v1/workflows/{call.workflow_id}:runStream",
         json={"input": call.input},
-        headers={"X-API-KEY": call.key},
+        headers=_headers(call),
         timeout=30,
     )
     if response.status_code != 200:
@@ -437,6 +496,9 @@ def _grpc_answer(error: grpc.RpcError) -> Answer:
 
 
 RUN_SURFACES = (flowai, flowai_stream, linkai, grpc_run, grpc_stream, rest_run, rest_stream)
+# The surfaces that can start a background run: a stream cannot.
+ASYNC_SURFACES = (flowai, linkai, grpc_run, rest_run)
+ASYNC_TRIGGERS = (queue_full,)
 MANAGEMENT_SURFACES = (management_rest, management_grpc)
 
 
@@ -469,6 +531,7 @@ def _walk(triggers: dict[type[FlowportError], list[Any]], surfaces: tuple[Any, .
         for kind in statuses.TABLE
         for trigger in triggers.get(kind, [])
         for surface in surfaces
+        if trigger not in ASYNC_TRIGGERS or surface in ASYNC_SURFACES
     ]
 
 

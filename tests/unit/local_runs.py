@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flowport.auth import Authenticator
 from flowport.engine import RunSucceeded
+from flowport.jobs import open_jobs
 from flowport.outbound import FetchPolicy, Outbound
 from flowport.run_path import RunPath
 from flowport.settings import Settings
@@ -22,8 +23,10 @@ async def local_run_path(
 ) -> AsyncIterator[RunPath]:
     settings = Settings(data_dir=data_dir)
     outbound = Outbound(FetchPolicy.from_settings(settings))
+    # Jobs are deferred to the database, never taken here.
+    jobs = open_jobs(db, replica_id="rep_test", concurrency=0, grace_s=0.0, lease_s=30.0)
     runs = RunPath.build(
-        settings, db, replica_id="rep_test", llm=None, outbound=outbound, clock=clock
+        settings, db, replica_id="rep_test", llm=None, outbound=outbound, jobs=jobs, clock=clock
     )
     try:
         yield runs
@@ -40,6 +43,6 @@ async def run_once(
         _, secret = await create_api_key(session, account_id=account_id, name="k", scopes=["run"])
     principal = await Authenticator(db).authenticate(secret)
     run = await runs.admission.admit(
-        principal, workflow_id=workflow_id, raw_input=raw_input, session_id=None, blocking=True
+        principal, workflow_id=workflow_id, raw_input=raw_input, session_id=None, mode="blocking"
     )
     return await runs.execution.run_to_end(run)

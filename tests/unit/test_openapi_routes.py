@@ -106,8 +106,9 @@ def test_every_operation_documents_auth_and_rate_limit_errors(document: dict[str
 def test_linkai_route_documents_its_whole_code_table(document: dict[str, Any]) -> None:
     codes = documented_routes(document)[("POST", "/v1/workflow/run")]["responses"]
 
+    # LinkAI's table, with 202 (a background run) and 422 (an Idempotency-Key reused).
     assert set(codes) == {
-        "200", "400", "401", "402", "403", "406", "408", "409", "413", "429", "503"
+        "200", "202", "400", "401", "402", "403", "406", "408", "409", "413", "422", "429", "503"
     }  # fmt: skip
 
 

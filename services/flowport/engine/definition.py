@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import jinja2
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from flowport.engine import templating
@@ -78,8 +78,18 @@ class WorkflowDefinition(Model):
     description: str = ""
     # Seconds a run may take; past it, running nodes are cancelled and the run fails (504).
     timeout_s: float | None = Field(default=None, gt=0)
+    # Where the end of each of the owner's runs is POSTed, signed (a call's own webhook_url
+    # takes its place). Its address is checked at each call, as DNS answers change.
+    webhook_url: str | None = None
     nodes: list[Node]
     edges: list[Edge] = Field(default_factory=list)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
 
 
 @dataclass(frozen=True, slots=True)

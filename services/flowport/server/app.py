@@ -16,9 +16,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import make_url
 
+from flowport.admission import RUN_JOB
 from flowport.auth import Authenticator
 from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, write_config
+from flowport.idempotency import Idempotency
+from flowport.jobs import Jobs, open_jobs
 from flowport.outbound import FetchPolicy, Outbound
 from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica, reap
@@ -31,6 +34,7 @@ from flowport.server.keys import ApiKeysServicer
 from flowport.server.linkai import LinkAiServicer
 from flowport.server.runner import WorkflowRunnerServicer
 from flowport.server.runs import RunsServicer
+from flowport.server.webhooks import WebhooksServicer
 from flowport.server.workflows import WorkflowsServicer
 from flowport.settings import Settings
 from flowport.storage import Database
@@ -45,9 +49,12 @@ from flowport.v1 import (
     runner_pb2_grpc,
     runs_pb2,
     runs_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
     workflows_pb2,
     workflows_pb2_grpc,
 )
+from flowport.webhooks import DELIVER
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,7 @@ SERVICE_NAMES = tuple(
         (keys_pb2, "ApiKeys"),
         (workflows_pb2, "Workflows"),
         (runs_pb2, "Runs"),
+        (webhooks_pb2, "Webhooks"),
     )
 )
 
@@ -72,13 +80,16 @@ class FlowportServer:
     port: int
     health: health.aio.HealthServicer
     services: Services
+    jobs: Jobs
     outbound: Outbound
     llm: LlmClient | None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        # Calls and jobs under way get the grace period, together; jobs cut short go back
+        # to the queue (a background run cut short ends cancelled: it never runs twice).
+        await asyncio.gather(self.server.stop(grace_s), self.jobs.stop())
         # Outcomes of runs whose clients went away may still be on their way to the
         # database: written before the replica leaves and the connections close.
         await self.services.execution.drain()
@@ -132,7 +143,7 @@ async def create_server(
     if prepare:
         await prepare_database(settings)
     db = Database.connect(settings.resolved_database_url)
-    services, outbound, llm = await _assemble(settings, db)
+    services, jobs, outbound, llm = await _assemble(settings, db)
     # Flowport's own services answer an undecodable request with INVALID_ARGUMENT.
     handlers = LenientHandlers()
     server = grpc.aio.server(
@@ -147,6 +158,7 @@ async def create_server(
     keys_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(services), handlers)
     workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(services), handlers)
     runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), handlers)
+    webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksServicer(services), handlers)
     handlers.install(server)
 
     health_servicer = health.aio.HealthServicer()
@@ -166,6 +178,7 @@ async def create_server(
         port=bound,
         health=health_servicer,
         services=services,
+        jobs=jobs,
         outbound=outbound,
         llm=llm,
     )
@@ -173,10 +186,18 @@ async def create_server(
 
 async def _assemble(
     settings: Settings, db: Database
-) -> tuple[Services, Outbound, LlmClient | None]:
-    """The service's parts, wired once, and this process registered as a replica."""
+) -> tuple[Services, Jobs, Outbound, LlmClient | None]:
+    """The service's parts, wired once, this process registered as a replica, and its jobs
+    (background runs, webhook deliveries) begun."""
     replica = Replica(
         db, lease_s=settings.run_lease_s, log_retention_s=settings.run_log_retention_s
+    )
+    jobs = open_jobs(
+        db,
+        replica_id=replica.id,
+        concurrency=settings.jobs_concurrency,
+        grace_s=settings.shutdown_grace_s,
+        lease_s=settings.run_lease_s,
     )
     llm = create_llm_client(settings)
     # Fetched files and http nodes: one client, so their connections are reused.
@@ -190,7 +211,13 @@ async def _assemble(
             replica.publish_soon("logged", *watched)
 
     runs = RunPath.build(
-        settings, db, replica_id=replica.id, llm=llm, outbound=outbound, on_logged=logged
+        settings,
+        db,
+        replica_id=replica.id,
+        llm=llm,
+        outbound=outbound,
+        jobs=jobs,
+        on_logged=logged,
     )
     services = Services(
         settings=settings,
@@ -208,14 +235,19 @@ async def _assemble(
             notices=notices,
             heartbeat_s=settings.stream_heartbeat_s,
         ),
+        idempotency=Idempotency(db),
+        webhooks=runs.webhooks,
     )
     replica.on("cancel", runs.execution.cancel_here)
     replica.on("follow", runs.execution.watch)
     replica.on("logged", notices.logged)
     replica.on("forget-key", services.auth.forget)
     replica.on("forget-workflow", runs.catalog.forget)
+    replica.every_beat(runs.background.recover)
+    replica.every_beat(runs.webhooks.recover)
     await replica.start()
-    return services, outbound, llm
+    await jobs.start({RUN_JOB: runs.background.execute, DELIVER: runs.webhooks.deliver})
+    return services, jobs, outbound, llm
 
 
 @contextlib.asynccontextmanager

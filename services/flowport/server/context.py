@@ -10,11 +10,13 @@ from flowport.admission import Admission
 from flowport.auth import Authenticator, Principal, key_from_metadata
 from flowport.catalog import Catalog
 from flowport.execution import Execution
+from flowport.idempotency import Idempotency
 from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica
 from flowport.run_log import RunLogReader
 from flowport.settings import Settings
 from flowport.storage import Database
+from flowport.webhooks import Deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class Services:
     execution: Execution
     replica: Replica
     run_log: RunLogReader
+    idempotency: Idempotency
+    webhooks: Deliveries
 
     async def caller(self, context: grpc.aio.ServicerContext) -> Principal:
         """The authenticated key behind a call, once it is within its rate limit."""

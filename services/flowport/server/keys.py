@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from flowport.auth import SCOPES
+from flowport.convert import timestamp
 from flowport.errors import InvalidArgument
 from flowport.server.context import Services
-from flowport.server.convert import timestamp
 from flowport.server.status import translate_errors
 from flowport.storage import create_api_key, list_api_keys, revoke_api_key
 from flowport.v1 import keys_pb2, keys_pb2_grpc

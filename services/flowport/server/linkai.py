@@ -6,6 +6,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from flowport import linkai, statuses
+from flowport.server import run_calls
 from flowport.server.context import Services
 from flowport.server.status import as_flowport_error, error_headers
 from flowport.v1 import linkai_pb2, linkai_pb2_grpc
@@ -20,18 +21,35 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
     async def RunApp(
         self, request: linkai_pb2.RunAppRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
+        services = self._services
         try:
             body = linkai.parse_request(request.body.data)
-            caller = await self._services.caller(context)
-            run = await self._services.admission.admit(
+            caller = await services.caller(context)
+            admitted = await run_calls.admit_once(
+                services,
                 caller,
-                workflow_id=body.app_code,
-                raw_input=body.args,
-                session_id=body.session_id,
-                map_input=linkai.map_args,
-                blocking=True,
+                context,
+                ("linkai", request.body.data),
+                lambda run_id: services.admission.admit(
+                    caller,
+                    workflow_id=body.app_code,
+                    raw_input=body.args,
+                    session_id=body.session_id,
+                    map_input=linkai.map_args,
+                    mode=body.mode,
+                    webhook_url=body.webhook_url,
+                    run_id=run_id,
+                ),
             )
-            result = await self._services.execution.run_to_end(run)
+            if body.mode == "async":
+                await context.send_initial_metadata(run_calls.accepted_headers(admitted.run_id))
+                return httpbody_pb2.HttpBody(
+                    content_type=JSON,
+                    data=linkai.accepted_body(run_calls.accepted(admitted.run_id)),
+                )
+            result, session_id = await run_calls.outcome(
+                services, admitted, caller.account_id, detached=run_calls.keyed(context)
+            )
         except Exception as error:
             # Every failure, expected or not, is answered in LinkAI's envelope.
             known = as_flowport_error(error)
@@ -44,6 +62,6 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
         return httpbody_pb2.HttpBody(
             content_type=JSON,
             data=linkai.success_body(
-                output_text=result.output, session_id=run.session_id, run_id=result.run_id
+                output_text=result.output, session_id=session_id, run_id=result.run_id
             ),
         )

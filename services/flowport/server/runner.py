@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from flowport import statuses
+from flowport import jsonbody, run_record, statuses
 from flowport.admission import PreparedRun
+from flowport.auth import Principal
+from flowport.convert import from_struct, struct
 from flowport.engine import (
     NodeFinished,
     NodeStarted,
@@ -18,9 +20,14 @@ from flowport.engine import (
     Token,
 )
 from flowport.engine.llm import TokenUsage
+from flowport.errors import InvalidArgument
+from flowport.idempotency import Repeat
+from flowport.modes import Mode
+from flowport.run_log import composed_events
+from flowport.server import run_calls
 from flowport.server.context import Services
-from flowport.server.convert import from_struct, struct
 from flowport.server.status import translate_errors
+from flowport.storage import get_run
 from flowport.v1 import runner_pb2, runner_pb2_grpc
 
 
@@ -28,47 +35,113 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def _prepare(
+    async def _admit(
         self,
         request: runner_pb2.RunRequest | runner_pb2.RunStreamRequest,
         context: grpc.aio.ServicerContext,
         *,
-        blocking: bool,
-    ) -> PreparedRun:
+        mode: Mode,
+    ) -> tuple[PreparedRun | Repeat, Principal]:
         """Run and RunStream carry the same fields and go through the same checks."""
-        caller = await self._services.caller(context)
-        return await self._services.admission.admit(
+        services = self._services
+        webhook_url = jsonbody.optional_webhook_url({"webhook_url": request.webhook_url})
+        caller = await services.caller(context)
+        admitted = await run_calls.admit_once(
+            services,
             caller,
-            workflow_id=request.workflow_id,
-            raw_input=from_struct(request.input),
-            session_id=request.session_id or None,
-            blocking=blocking,
+            context,
+            (type(request).__name__, request.SerializeToString(deterministic=True)),
+            lambda run_id: services.admission.admit(
+                caller,
+                workflow_id=request.workflow_id,
+                raw_input=from_struct(request.input),
+                session_id=request.session_id or None,
+                mode=mode,
+                webhook_url=webhook_url,
+                run_id=run_id,
+            ),
         )
+        return admitted, caller
 
     @translate_errors
     async def Run(
         self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
     ) -> runner_pb2.RunResponse:
-        run = await self._prepare(request, context, blocking=True)
-        result = await self._services.execution.run_to_end(run)
+        mode = _run_mode(request.mode)
+        admitted, caller = await self._admit(request, context, mode=mode)
+        accepted = run_calls.accepted(admitted.run_id)
+        if mode == "async":
+            await context.send_initial_metadata(
+                run_calls.accepted_metadata(context, admitted.run_id)
+            )
+            return runner_pb2.RunResponse(
+                run_id=admitted.run_id,
+                session_id=await self._session_of(admitted, caller.account_id),
+                status=accepted["status"],
+                events_url=accepted["events_url"],
+            )
+        result, session_id = await run_calls.outcome(
+            self._services, admitted, caller.account_id, detached=run_calls.keyed(context)
+        )
         return runner_pb2.RunResponse(
             output=result.output,
             total_time=result.total_time,
             run_id=result.run_id,
-            session_id=run.session_id,
+            session_id=session_id,
             usage=usage_message(result.usage),
+            status="succeeded",
+            # A finished run's events are there too, composed from its record.
+            events_url=accepted["events_url"],
         )
+
+    async def _session_of(self, admitted: PreparedRun | Repeat, account_id: str) -> str:
+        """The run's session: a repeated call's is on its run's record."""
+        if isinstance(admitted, PreparedRun):
+            return admitted.session_id
+        record, _ = await self._services.db.run(
+            lambda s: get_run(s, account_id=account_id, run_id=admitted.run_id)
+        )
+        return record.session_id or ""
 
     @translate_errors
     async def RunStream(
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
-        run = await self._prepare(request, context, blocking=False)
-        live = self._services.execution.start(run)
+        admitted, caller = await self._admit(request, context, mode="stream")
+        if isinstance(admitted, Repeat):
+            async for event, session_id in self._repeated(caller.account_id, admitted.run_id):
+                yield _event(event, session_id=session_id)
+            return
+        live = self._services.execution.start(admitted, keep_going=run_calls.keyed(context))
         # gRPC keeps a quiet stream alive itself (HTTP/2): a heartbeat here is nothing to send.
         async for batch in live.follow(self._services.settings.stream_heartbeat_s):
             for event in batch.events if batch is not None else ():
-                yield _event(event, session_id=run.session_id)
+                yield _event(event, session_id=admitted.session_id)
+
+    async def _repeated(self, account_id: str, run_id: str) -> AsyncIterator[tuple[RunEvent, str]]:
+        """A repeated RunStream's events: the first call's run followed while it executes
+        here, else (once it has ended) its events composed from its record."""
+        live = self._services.execution.live(run_id)
+        if live is not None:
+            session = await self._services.db.run(
+                lambda s: get_run(s, account_id=account_id, run_id=run_id)
+            )
+            async for batch in live.follow(self._services.settings.stream_heartbeat_s):
+                for event in batch.events if batch is not None else ():
+                    yield event, session[0].session_id or ""
+            return
+        record, nodes = await self._services.idempotency.ended(account_id, run_id)
+        for event in (*composed_events(record, nodes), run_record.outcome(record, nodes)):
+            yield event, record.session_id or ""
+
+
+def _run_mode(mode: str) -> Mode:
+    """RunRequest's mode: empty or "blocking" runs to the end, "async" in the background."""
+    if mode in ("", "blocking"):
+        return "blocking"
+    if mode == "async":
+        return "async"
+    raise InvalidArgument.at("mode", 'must be "blocking" or "async" (or empty)')
 
 
 def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:

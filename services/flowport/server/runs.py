@@ -9,10 +9,10 @@ from google.api import httpbody_pb2
 
 from flowport import cancelling
 from flowport.errors import InvalidArgument
+from flowport.run_record import run_message
 from flowport.server.context import Services
-from flowport.server.convert import struct, timestamp
 from flowport.server.status import translate_errors
-from flowport.storage import NodeRun, Run, get_run
+from flowport.storage import deliveries, get_run
 from flowport.v1 import runs_pb2, runs_pb2_grpc
 
 SSE = "text/event-stream"
@@ -29,10 +29,12 @@ class RunsServicer(runs_pb2_grpc.RunsServicer):
         self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.Run:
         caller = await self._services.caller(context)
-        run, nodes = await self._services.db.run(
+        db = self._services.db
+        run, nodes = await db.run(
             lambda session: get_run(session, account_id=caller.account_id, run_id=request.run_id)
         )
-        return _run_message(run, nodes)
+        sent = await db.run(lambda session: deliveries(session, run_id=run.id))
+        return run_message(run, nodes, sent)
 
     @translate_errors
     async def CancelRun(
@@ -46,14 +48,18 @@ class RunsServicer(runs_pb2_grpc.RunsServicer):
             db=services.db,
             execution=services.execution,
             replica=services.replica,
+            webhooks=services.webhooks,
         )
-        return _run_message(run, nodes)
+        sent = await services.db.run(lambda session: deliveries(session, run_id=run.id))
+        return run_message(run, nodes, sent)
 
     @translate_errors
     async def StreamRunEvents(
         self, request: runs_pb2.StreamRunEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         caller = await self._services.caller(context)
+        if request.after < 0:
+            raise InvalidArgument.at("after", "must be a whole number, a frame's id")
         frames = self._services.run_log.follow(
             account_id=caller.account_id,
             run_id=request.run_id,
@@ -80,40 +86,3 @@ def _last_event_id(context: grpc.aio.ServicerContext) -> int:
                 raise InvalidArgument.at("Last-Event-ID", "must be a whole number, a frame's id")
             return int(text)
     return 0
-
-
-def _run_message(run: Run, nodes: list[NodeRun]) -> runs_pb2.Run:
-    return runs_pb2.Run(
-        id=run.id,
-        workflow_id=run.workflow_id,
-        version=run.version,
-        status=run.status,
-        inputs=struct(run.inputs),
-        output=run.output,
-        error=run.error,
-        error_node=run.error_node,
-        total_time=run.total_time,
-        session_id=run.session_id or "",
-        started_at=timestamp(run.started_at),
-        finished_at=timestamp(run.finished_at),
-        nodes=[
-            runs_pb2.NodeRun(
-                node_id=node.node_id,
-                name=node.name,
-                type=node.node_type,
-                status=node.status,
-                time_spend=node.time_spend,
-                started_at=timestamp(node.started_at),
-                output=struct(_jsonable(node.output)),
-                error=node.error,
-            )
-            for node in nodes
-        ],
-    )
-
-
-def _jsonable(output: object) -> dict | None:
-    """Node outputs are stored as JSON objects; anything else is wrapped to fit a Struct."""
-    if output is None or isinstance(output, dict):
-        return output
-    return {"output": output}

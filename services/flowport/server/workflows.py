@@ -8,9 +8,9 @@ import grpc
 from google.protobuf import struct_pb2
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport.convert import from_struct, struct, timestamp
 from flowport.engine import parse_definition
 from flowport.server.context import Services
-from flowport.server.convert import from_struct, struct, timestamp
 from flowport.server.status import translate_errors
 from flowport.storage import (
     Workflow,

@@ -8,28 +8,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRequest(_message.Message):
-    __slots__ = ("workflow_id", "input", "session_id")
+    __slots__ = ("workflow_id", "input", "session_id", "mode", "webhook_url")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input: _struct_pb2.Struct
     session_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    mode: str
+    webhook_url: str
+    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., mode: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("output", "total_time", "run_id", "session_id", "usage")
+    __slots__ = ("output", "total_time", "run_id", "session_id", "usage", "status", "events_url")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_URL_FIELD_NUMBER: _ClassVar[int]
     output: str
     total_time: float
     run_id: str
     session_id: str
     usage: Usage
-    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    status: str
+    events_url: str
+    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., status: _Optional[str] = ..., events_url: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
@@ -44,14 +52,16 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class RunStreamRequest(_message.Message):
-    __slots__ = ("workflow_id", "input", "session_id")
+    __slots__ = ("workflow_id", "input", "session_id", "webhook_url")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input: _struct_pb2.Struct
     session_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class RunStreamResponse(_message.Message):
     __slots__ = ("run_started", "node_started", "node_finished", "token", "output", "error")

@@ -54,7 +54,9 @@ class WorkflowRunnerServicer:
     """
 
     def Run(self, request, context):
-        """Runs the workflow to its end and answers with its output.
+        """Runs the workflow to its end and answers with its output; with mode "async", answers at
+        once with the queued run (the REST form answers 202 with a Location header). The
+        metadata `idempotency-key` makes a retry with the same request the same run.
         Errors: INVALID_ARGUMENT (bad input; the message names the field), UNAUTHENTICATED (missing,
         unknown or revoked key), PERMISSION_DENIED (the key lacks the run scope, or the workflow is
         private to another account), NOT_FOUND (no such published workflow), UNAVAILABLE (no LLM
