@@ -25,7 +25,9 @@ RATE_LIMIT = 20
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path, fake_llm_server: FakeLlm) -> Iterator[Stack]:
+def two_workers(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_llm_server: FakeLlm
+) -> Iterator[Stack]:
     database = f"sqlite:///{tmp_path / 'flowport.db'}"
     transitions.install(database)
     stack = Stack(
@@ -33,6 +35,9 @@ def two_workers(tmp_path: Path, fake_llm_server: FakeLlm) -> Iterator[Stack]:
         database_url=database,
         llm_base_url=fake_llm_server.base_url,
         workers=2,
+        # A test that is not about the rate limit raises it (indirect parametrize), so a
+        # fast machine's loop of calls never meets it.
+        extra_env=getattr(request, "param", {}),
     )
     stack.start()
     yield stack
@@ -74,6 +79,9 @@ def test_two_workers_both_serve_runs_and_sigterm_stops_them_all(two_workers: Sta
     assert not [pid for pid in everything if Path(f"/proc/{pid}").exists()]
 
 
+@pytest.mark.parametrize(
+    "two_workers", [{"FLOWPORT_RATE_LIMIT_PER_KEY": "1000"}], indirect=True, ids=["unlimited"]
+)
 def test_a_cancel_lands_whichever_worker_it_reaches(two_workers: Stack, fake_llm: FakeLlm) -> None:
     _, key = two_workers.create_key()
     fake_llm.set_reply(tokens=["a", "b"], pause_after=1)
