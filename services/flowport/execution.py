@@ -35,7 +35,7 @@ from flowport.engine import (
 )
 from flowport.errors import Cancelled, ContentBlocked, FlowportError, NotFound
 from flowport.outbound import Outbound
-from flowport.policy import ContentPolicy
+from flowport.policy import ContentPolicy, StreamWatch
 from flowport.run_log import Batch, LiveRun
 from flowport.storage import Database, LogEntry, NodeRunRecord, Recorder, get_run
 from flowport.webhooks import Deliveries
@@ -207,7 +207,7 @@ class Execution:
         recorded = False
         started = time.perf_counter()
         # Each llm node's text so far: a blocked word is caught as soon as it is generated.
-        generated: dict[str, str] = {}
+        generated: dict[str, StreamWatch] = {}
         active = _ActiveRun(task=asyncio.current_task(), live=live)
         self._active[run.run_id] = active
         # A stream's frames are rendered and logged as they go; a blocking run has none (its
@@ -313,14 +313,15 @@ class Execution:
             self._tasks.add(task)  # type: ignore[arg-type]
             task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
-    def _blocked(self, event: RunEvent, generated: dict[str, str]) -> ContentBlocked | None:
+    def _blocked(self, event: RunEvent, generated: dict[str, StreamWatch]) -> ContentBlocked | None:
         if not self._policy.active:
             return None
         try:
             if isinstance(event, Token):
-                text = generated.get(event.node_id, "") + event.content
-                generated[event.node_id] = text
-                self._policy.check_output(text, node_id=event.node_id)
+                watch = generated.get(event.node_id)
+                if watch is None:
+                    watch = generated[event.node_id] = self._policy.watch(node_id=event.node_id)
+                watch.feed(event.content)
             elif isinstance(event, RunSucceeded):
                 self._policy.check_output(event.output)
         except ContentBlocked as error:

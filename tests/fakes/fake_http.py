@@ -30,6 +30,7 @@ class FakeHttp(ThreadedServer):
     - `/flaky/{n}`: 503 for the first n requests to that path, then 200 "ok"
     - `/big/{n}`: n bytes of "x", no Content-Length (chunked), so only reading finds out
     - `/text`: 200 text/plain "plain text"
+    - `/say?text=...`: 200 text/plain, the query's text
     - `/hook/...`: 204, as a webhook receiver answers
     - `/redirect?to=URL`: 302 to URL
     - `/together`: waits until `together_parties` requests are inside at once (or release()),
@@ -175,6 +176,8 @@ class FakeHttp(ThreadedServer):
                 return response
             case ["text"]:
                 return web.Response(text="plain text")
+            case ["say"]:
+                return web.Response(text=request.query.get("text", ""))
             case ["hook", *_]:
                 return web.Response(status=204)
             case ["redirect"]:

@@ -14,7 +14,7 @@ from tests.integration.client import Api
 from tests.integration.stack import Stack
 
 # The session stack's content policy: inputs or outputs holding these are refused with 409.
-BLOCKED_WORDS = ("forbiddenword", "禁词")
+BLOCKED_WORDS = ("forbiddenword", "禁词", "炸弹")
 FETCH_MAX_BYTES = 100_000
 # How long the session stack's streams go on after their client left, nobody following.
 RESUME_S = 1.0
