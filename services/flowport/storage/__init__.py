@@ -9,12 +9,16 @@ from flowport.storage.accounts import (
     spend_credit_left,
 )
 from flowport.storage.api_keys import (
+    KeyMatch,
     create_api_key,
     find_api_key,
     list_api_keys,
+    match_api_key,
     revoke_api_key,
+    rotate_api_key,
     touch_api_key,
 )
+from flowport.storage.audit import LOCAL_ACTOR, audit_page, record_event
 from flowport.storage.database import Database
 from flowport.storage.idempotency import claim_key, expire_keys, key_run, release_key
 from flowport.storage.models import (
@@ -22,6 +26,7 @@ from flowport.storage.models import (
     LIVE_STATUSES,
     Account,
     ApiKey,
+    AuditEvent,
     IdempotencyKey,
     Job,
     NodeRun,
@@ -75,12 +80,15 @@ from flowport.storage.workflows import (
 __all__ = [
     "FINAL_STATUSES",
     "LIVE_STATUSES",
+    "LOCAL_ACTOR",
     "Account",
     "ApiKey",
+    "AuditEvent",
     "Begun",
     "Database",
     "IdempotencyKey",
     "Job",
+    "KeyMatch",
     "LogEntry",
     "NewRun",
     "NodeRun",
@@ -95,6 +103,7 @@ __all__ = [
     "Workflow",
     "WorkflowVersion",
     "append_frame",
+    "audit_page",
     "cancel_queued",
     "claim_key",
     "claim_run",
@@ -119,15 +128,18 @@ __all__ = [
     "list_workflows",
     "live_replicas",
     "log_after",
+    "match_api_key",
     "publish_workflow",
     "queued_runs",
     "recent_turns",
     "record_delivery",
+    "record_event",
     "register_replica",
     "release_key",
     "remove_replica",
     "renew_lease",
     "revoke_api_key",
+    "rotate_api_key",
     "rotate_secret",
     "run_and_nodes",
     "run_status",

@@ -8,6 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import NotFound
+from flowport.storage.audit import LOCAL_ACTOR, record_event
 from flowport.storage.models import Account
 
 
@@ -41,11 +42,21 @@ async def get_or_create_account(session: AsyncSession, *, name: str) -> Account:
     return account
 
 
-async def set_credits(session: AsyncSession, *, name: str, credits: int | None) -> Account:
+async def set_credits(
+    session: AsyncSession, *, name: str, credits: int | None, actor: str = LOCAL_ACTOR
+) -> Account:
     """Gives the account (created if missing) `credits` runs; None is unlimited."""
     account = await get_or_create_account(session, name=name)
     account.credits = credits
     session.add(account)
+    record_event(
+        session,
+        account_id=account.id,
+        actor=actor,
+        action="credits.set",
+        target=account.id,
+        detail={"credits": credits},
+    )
     await session.commit()
     return account
 

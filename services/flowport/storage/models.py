@@ -76,6 +76,15 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # After this the key answers 401 "API key expired"; None: never.
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The workflows the key may run; None: every workflow its account may run.
+    workflows: list[str] | None = Field(default=None, sa_column=_json(nullable=True))
+    # The secret the last rotation replaced, which keeps working until `previous_until`
+    # (the rotation's grace): its visible start and digest, as for the current one.
+    previous_prefix: str | None = Field(default=None, index=True)
+    previous_hash: str | None = None
+    previous_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def revoked(self) -> bool:
@@ -277,6 +286,26 @@ class Job(SQLModel, table=True):
     owner: str | None = None
     run_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class AuditEvent(SQLModel, table=True):
+    """An administrative change of an account, written in the transaction that made it."""
+
+    __tablename__ = "audit_events"
+    # An account's events, newest first, a page at a time (by id: ids only grow).
+    __table_args__ = (sa.Index("ix_audit_events_account_id_id", "account_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(foreign_key="accounts.id")
+    at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    # The API key that made the change, or "cli" for the command line on the database.
+    key_id: str
+    # What happened: key.created, key.rotated, workflow.published, credits.set, ...
+    action: str
+    # What it happened to: a key's, a workflow's or the account's id.
+    target: str
+    # The change's parameters; never a secret.
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=_json(nullable=False))
 
 
 class Replica(SQLModel, table=True):

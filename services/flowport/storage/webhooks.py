@@ -9,18 +9,28 @@ from datetime import timedelta
 from sqlmodel import col, delete, exists, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport.storage.audit import LOCAL_ACTOR, record_event
 from flowport.storage.models import FINAL_STATUSES, Run, WebhookDelivery, WebhookSecret, utc_now
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 
 
-async def rotate_secret(session: AsyncSession, *, account_id: str) -> WebhookSecret:
+async def rotate_secret(
+    session: AsyncSession, *, account_id: str, actor: str = LOCAL_ACTOR
+) -> WebhookSecret:
     """A new secret for the account, in place of the one it had; returns it (shown once)."""
     secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
     await session.exec(delete(WebhookSecret).where(col(WebhookSecret.account_id) == account_id))
     row = WebhookSecret(account_id=account_id, secret=secret, created_at=utc_now())
     session.add(row)
+    record_event(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="webhook_secret.rotated",
+        target=account_id,
+    )
     await session.commit()
     return row
 

@@ -8,6 +8,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import InvalidArgument, NotFound
+from flowport.storage.audit import LOCAL_ACTOR, record_event
 from flowport.storage.models import Workflow, WorkflowVersion, utc_now
 
 VISIBILITIES = ("private", "public")
@@ -25,10 +26,20 @@ async def create_workflow(
     name: str,
     visibility: str,
     definition: dict[str, Any],
+    actor: str = LOCAL_ACTOR,
 ) -> Workflow:
+    """A new workflow with its first draft; `actor` made it (the audit log's key_id)."""
     _check_visibility(visibility)
     workflow = Workflow(account_id=account_id, name=name, visibility=visibility, draft=definition)
     session.add(workflow)
+    record_event(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="workflow.created",
+        target=workflow.id,
+        detail={"name": name, "visibility": visibility},
+    )
     await session.commit()
     return workflow
 
@@ -62,6 +73,7 @@ async def update_workflow_draft(
     name: str,
     visibility: str,
     definition: dict[str, Any],
+    actor: str = LOCAL_ACTOR,
 ) -> Workflow:
     _check_visibility(visibility)
     workflow = await get_workflow(session, account_id=account_id, workflow_id=workflow_id)
@@ -70,12 +82,20 @@ async def update_workflow_draft(
     workflow.draft = definition
     workflow.updated_at = utc_now()
     session.add(workflow)
+    record_event(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="workflow.saved",
+        target=workflow_id,
+        detail={"name": name, "visibility": visibility},
+    )
     await session.commit()
     return workflow
 
 
 async def publish_workflow(
-    session: AsyncSession, *, account_id: str, workflow_id: str
+    session: AsyncSession, *, account_id: str, workflow_id: str, actor: str = LOCAL_ACTOR
 ) -> WorkflowVersion:
     """Makes the current draft the next version."""
     # One statement bumps the counter and reads the draft: the row lock (PostgreSQL) or the
@@ -96,6 +116,14 @@ async def publish_workflow(
     number, draft = row
     version = WorkflowVersion(workflow_id=workflow_id, version=number, definition=draft)
     session.add(version)
+    record_event(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="workflow.published",
+        target=workflow_id,
+        detail={"version": number},
+    )
     await session.commit()
     return version
 
