@@ -120,6 +120,7 @@ class Admission:
         with its outcome, so its run need not wait for its row's commit. `run_id`: the id an
         Idempotency-Key claimed for it."""
         principal.require("run")
+        principal.may_run(workflow_id)
         workflow = await self._catalog.newest(workflow_id)
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
             raise PermissionDenied(f"workflow {workflow_id} is private to another account")

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -51,6 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--account", required=True, help="the account; created if missing")
     create.add_argument("--admin", action="store_true", help="scopes admin and run (else: run)")
     create.add_argument("--name", default="cli", help="a name to recognise the key by")
+    create.add_argument(
+        "--expires-at",
+        type=_rfc3339,
+        default=None,
+        metavar="TIME",
+        help="when the key stops working, RFC 3339 with an offset (2027-01-31T00:00:00Z); "
+        "default: never",
+    )
+    create.add_argument(
+        "--workflow",
+        action="append",
+        default=[],
+        dest="workflows",
+        metavar="ID",
+        help="a workflow of the account the key may run; repeat for more (default: every "
+        "workflow; not with --admin)",
+    )
 
     workflows = commands.add_parser("workflows", help="workflows").add_subparsers(
         dest="action", required=True
@@ -98,7 +116,20 @@ def main(argv: list[str] | None = None) -> int:
             return runner.run(work)
     if args.command == "keys":
         scopes = ["admin", "run"] if args.admin else ["run"]
-        secret = asyncio.run(_create_key(settings, args.account, args.name, scopes))
+        try:
+            secret = asyncio.run(
+                _create_key(
+                    settings,
+                    args.account,
+                    args.name,
+                    scopes,
+                    expires_at=args.expires_at,
+                    workflows=args.workflows,
+                )
+            )
+        except FlowportError as error:
+            print(f"flowport: {error.message}", file=sys.stderr)
+            return 1
         print(secret)
         return 0
     if args.command == "workflows":
@@ -134,6 +165,18 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return int(text)
+
+
+def _rfc3339(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time with an offset (2027-01-31T00:00:00Z)"
+        )
+    return value.astimezone(UTC)
 
 
 def _credits(text: str) -> int | None:
@@ -196,12 +239,27 @@ async def _publish(settings: Settings, account: str, definition: object) -> tupl
         await db.dispose()
 
 
-async def _create_key(settings: Settings, account: str, name: str, scopes: list[str]) -> str:
+async def _create_key(
+    settings: Settings,
+    account: str,
+    name: str,
+    scopes: list[str],
+    *,
+    expires_at: datetime | None = None,
+    workflows: list[str] | None = None,
+) -> str:
     db = await _open(settings)
     try:
         async with db.session() as session:
             owner = await get_or_create_account(session, name=account)
-            _, secret = await create_api_key(session, account_id=owner.id, name=name, scopes=scopes)
+            _, secret = await create_api_key(
+                session,
+                account_id=owner.id,
+                name=name,
+                scopes=scopes,
+                expires_at=expires_at,
+                workflows=workflows,
+            )
         return secret
     finally:
         await db.dispose()

@@ -29,6 +29,7 @@ TRANSCODED_SERVICES = (
     "flowport.v1.Workflows",
     "flowport.v1.Runs",
     "flowport.v1.Webhooks",
+    "flowport.v1.Audit",
 )
 STREAM_IDLE_TIMEOUT_S = 300
 

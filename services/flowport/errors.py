@@ -35,12 +35,21 @@ class Unauthenticated(FlowportError):
     """A missing, unknown or revoked key."""
 
 
+class KeyExpired(Unauthenticated):
+    """A key past its `expires_at`."""
+
+
 class PermissionDenied(FlowportError):
     """A valid key that may not do this: the workflow is private to another account."""
 
 
 class MissingScope(PermissionDenied):
     """A valid key without the scope this call needs."""
+
+
+class WorkflowNotAllowed(PermissionDenied):
+    """A key limited to some workflows, used on another: whether that one exists is not
+    told."""
 
 
 class NotFound(FlowportError):

@@ -24,6 +24,7 @@ from flowport.errors import (
     FlowportError,
     IdempotencyKeyReused,
     InvalidArgument,
+    KeyExpired,
     MissingScope,
     NotFound,
     PermissionDenied,
@@ -34,6 +35,7 @@ from flowport.errors import (
     Unauthenticated,
     Unavailable,
     UpstreamFailed,
+    WorkflowNotAllowed,
 )
 
 
@@ -63,8 +65,10 @@ TABLE: dict[type[FlowportError], Statuses] = {
     # kind                        gRPC code                REST LinkAI ErrorInfo reason
     InvalidArgument:     Statuses(Code.INVALID_ARGUMENT,   400,  400,  "INVALID_ARGUMENT"),
     Unauthenticated:     Statuses(Code.UNAUTHENTICATED,    401,  401,  "UNAUTHENTICATED"),
+    KeyExpired:          Statuses(Code.UNAUTHENTICATED,    401,  401,  "KEY_EXPIRED"),
     PermissionDenied:    Statuses(Code.PERMISSION_DENIED,  403,  403,  "PERMISSION_DENIED"),
     MissingScope:        Statuses(Code.PERMISSION_DENIED,  403,  408,  "SCOPE_MISSING"),
+    WorkflowNotAllowed:  Statuses(Code.PERMISSION_DENIED,  403,  403,  "WORKFLOW_NOT_ALLOWED"),
     NotFound:            Statuses(Code.NOT_FOUND,          404,  402,  "NOT_FOUND"),
     SubWorkflowNotFound: Statuses(Code.NOT_FOUND,          404,  503,  "SUB_WORKFLOW_NOT_FOUND"),
     CreditsExhausted:    Statuses(Code.RESOURCE_EXHAUSTED, 402,  406,  "CREDITS_EXHAUSTED"),

@@ -9,10 +9,12 @@ of its group (runs, or management calls).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +35,7 @@ from flowport.errors import (
     FlowportError,
     IdempotencyKeyReused,
     InvalidArgument,
+    KeyExpired,
     MissingScope,
     NotFound,
     PermissionDenied,
@@ -43,6 +46,7 @@ from flowport.errors import (
     Unauthenticated,
     Unavailable,
     UpstreamFailed,
+    WorkflowNotAllowed,
 )
 from flowport.v1 import (
     keys_pb2,
@@ -178,6 +182,29 @@ def key_without_the_run_scope(world: World) -> RunCall:
     return RunCall(world.stack, admin_only, world.api.publish(BMI), BMI_INPUT, "before")
 
 
+def _expired_key(world: World, scopes: list[str]) -> str:
+    """A key of the world's account whose `expires_at` has just passed."""
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    made = world.api.post(
+        "/v1/keys", {"name": "short", "scopes": scopes, "expires_at": expires.isoformat()}
+    )
+    assert made.status_code == 200, made.text
+    time.sleep((expires - datetime.now(UTC)).total_seconds() + 0.05)
+    return str(made.json()["key"])
+
+
+def expired_key(world: World) -> RunCall:
+    key = _expired_key(world, ["run"])
+    return RunCall(world.stack, key, world.api.publish(BMI), BMI_INPUT, "before")
+
+
+def workflow_outside_the_keys_list(world: World) -> RunCall:
+    allowed = world.api.publish(BMI)
+    made = world.api.post("/v1/keys", {"name": "team", "workflows": [allowed]})
+    assert made.status_code == 200, made.text
+    return RunCall(world.stack, made.json()["key"], world.api.publish(BMI), BMI_INPUT, "before")
+
+
 def unknown_workflow(world: World) -> RunCall:
     return RunCall(world.stack, world.api.key, "wf_missing", BMI_INPUT, "before")
 
@@ -293,6 +320,11 @@ def unknown_key_managing(world: World) -> ManagementCall:
     return ManagementCall(world.stack, UNKNOWN_KEY, ("GET", "/v1/keys", None), _list_keys)
 
 
+def expired_key_managing(world: World) -> ManagementCall:
+    key = _expired_key(world, ["admin", "run"])
+    return ManagementCall(world.stack, key, ("GET", "/v1/keys", None), _list_keys)
+
+
 def run_only_key_managing(world: World) -> ManagementCall:
     _, run_only = world.stack.create_key(account=world.api.account, scopes=("run",))
     return ManagementCall(world.stack, run_only, ("GET", "/v1/keys", None), _list_keys)
@@ -337,8 +369,10 @@ ManagementTrigger = Callable[[World], ManagementCall]
 RUN_TRIGGERS: dict[type[FlowportError], list[RunTrigger]] = {
     InvalidArgument:     [bad_input],
     Unauthenticated:     [unknown_key],
+    KeyExpired:          [expired_key],
     PermissionDenied:    [another_accounts_private_workflow],
     MissingScope:        [key_without_the_run_scope],
+    WorkflowNotAllowed:  [workflow_outside_the_keys_list],
     NotFound:            [unknown_workflow],
     SubWorkflowNotFound: [missing_sub_workflow],
     CreditsExhausted:    [no_credits_left],
@@ -356,6 +390,7 @@ RUN_TRIGGERS: dict[type[FlowportError], list[RunTrigger]] = {
 MANAGEMENT_TRIGGERS: dict[type[FlowportError], list[ManagementTrigger]] = {
     InvalidArgument:     [unknown_scope],
     Unauthenticated:     [unknown_key_managing],
+    KeyExpired:          [expired_key_managing],
     MissingScope:        [run_only_key_managing],
     NotFound:            [unknown_run],
     RateLimited:         [too_fast_managing],

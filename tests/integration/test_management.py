@@ -15,7 +15,7 @@ def test_key_is_shown_once_and_listed_without_its_secret(api: Api) -> None:
 
     assert created.status_code == 200, created.text
     key = created.json()
-    assert set(key) == {"id", "name", "key", "prefix", "scopes", "created_at"}
+    assert set(key) == {"id", "name", "key", "prefix", "scopes", "created_at", "workflows"}
     assert re.fullmatch(r"fp_[A-Za-z0-9]{32,}", key["key"])
     assert key["key"].startswith(key["prefix"]) and len(key["prefix"]) < len(key["key"])
     assert key["scopes"] == ["run"]

@@ -27,6 +27,7 @@ from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica, reap
 from flowport.run_log import Notices, RunLogReader
 from flowport.run_path import RunPath
+from flowport.server.audit import AuditServicer
 from flowport.server.context import Services
 from flowport.server.decoding import LenientHandlers
 from flowport.server.flowai import FlowAiServicer
@@ -39,6 +40,8 @@ from flowport.server.workflows import WorkflowsServicer
 from flowport.settings import Settings
 from flowport.storage import Database
 from flowport.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     flowai_pb2,
     flowai_pb2_grpc,
     keys_pb2,
@@ -68,6 +71,7 @@ SERVICE_NAMES = tuple(
         (workflows_pb2, "Workflows"),
         (runs_pb2, "Runs"),
         (webhooks_pb2, "Webhooks"),
+        (audit_pb2, "Audit"),
     )
 )
 
@@ -159,6 +163,7 @@ async def create_server(
     workflows_pb2_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(services), handlers)
     runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), handlers)
     webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksServicer(services), handlers)
+    audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(services), handlers)
     handlers.install(server)
 
     health_servicer = health.aio.HealthServicer()

@@ -48,6 +48,7 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                     webhook_url=body.webhook_url,
                     run_id=run_id,
                 ),
+                workflow_id=request.workflow_id,
             )
         except Exception as error:
             # Any failure before the run starts is a plain HTTP answer, never a broken stream.

@@ -1,6 +1,8 @@
-"""ApiKeys: create (the secret shown once), list, revoke."""
+"""ApiKeys: create (the secret shown once), list, revoke, rotate."""
 
 from __future__ import annotations
+
+from datetime import UTC
 
 import grpc
 
@@ -9,7 +11,8 @@ from flowport.convert import timestamp
 from flowport.errors import InvalidArgument
 from flowport.server.context import Services
 from flowport.server.status import translate_errors
-from flowport.storage import create_api_key, list_api_keys, revoke_api_key
+from flowport.storage import ApiKey, create_api_key, list_api_keys, revoke_api_key, rotate_api_key
+from flowport.storage.models import utc_now
 from flowport.v1 import keys_pb2, keys_pb2_grpc
 
 MAX_NAME_LENGTH = 100
@@ -35,9 +38,18 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
                 raise InvalidArgument.at(
                     f"scopes[{index}]", f"unknown scope {scope!r} (known: {', '.join(SCOPES)})"
                 )
+        expires_at = (
+            request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
+        )
         key, secret = await self._services.db.run(
             lambda session: create_api_key(
-                session, account_id=caller.account_id, name=name, scopes=scopes
+                session,
+                account_id=caller.account_id,
+                name=name,
+                scopes=scopes,
+                expires_at=expires_at,
+                workflows=list(request.workflows),
+                actor=caller.key_id,
             )
         )
         return keys_pb2.CreateApiKeyResponse(
@@ -47,6 +59,8 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
             prefix=key.prefix,
             scopes=key.scopes,
             created_at=timestamp(key.created_at),
+            expires_at=timestamp(key.expires_at),
+            workflows=key.workflows or [],
         )
 
     @translate_errors
@@ -57,20 +71,7 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
         keys = await self._services.db.run(
             lambda session: list_api_keys(session, account_id=caller.account_id)
         )
-        return keys_pb2.ListApiKeysResponse(
-            keys=[
-                keys_pb2.ApiKey(
-                    id=key.id,
-                    name=key.name,
-                    prefix=key.prefix,
-                    scopes=key.scopes,
-                    created_at=timestamp(key.created_at),
-                    last_used_at=timestamp(key.last_used_at),
-                    revoked=key.revoked,
-                )
-                for key in keys
-            ]
-        )
+        return keys_pb2.ListApiKeysResponse(keys=[_listed(key) for key in keys])
 
     @translate_errors
     async def DeleteApiKey(
@@ -78,8 +79,56 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
     ) -> keys_pb2.DeleteApiKeyResponse:
         caller = await self._services.admin(context)
         await self._services.db.run(
-            lambda session: revoke_api_key(session, account_id=caller.account_id, key_id=request.id)
+            lambda session: revoke_api_key(
+                session, account_id=caller.account_id, key_id=request.id, actor=caller.key_id
+            )
         )
         # Refused from the next call on, on every replica, not only once cached keys expire.
         await self._services.forget_key(request.id)
         return keys_pb2.DeleteApiKeyResponse()
+
+    @translate_errors
+    async def RotateApiKey(
+        self, request: keys_pb2.RotateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.RotateApiKeyResponse:
+        caller = await self._services.admin(context)
+        key, secret = await self._services.db.run(
+            lambda session: rotate_api_key(
+                session,
+                account_id=caller.account_id,
+                key_id=request.id,
+                grace_s=request.grace_s,
+                actor=caller.key_id,
+            )
+        )
+        # Every replica looks the old secret up again: it ends with its grace, or now.
+        await self._services.forget_key(key.id)
+        return keys_pb2.RotateApiKeyResponse(
+            id=key.id,
+            name=key.name,
+            key=secret,
+            prefix=key.prefix,
+            scopes=key.scopes,
+            created_at=timestamp(key.created_at),
+            expires_at=timestamp(key.expires_at),
+            workflows=key.workflows or [],
+            previous_key_expires_at=timestamp(key.previous_until),
+        )
+
+
+def _listed(key: ApiKey) -> keys_pb2.ApiKey:
+    previous_until = key.previous_until
+    if previous_until is not None and previous_until <= utc_now():
+        previous_until = None
+    return keys_pb2.ApiKey(
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=key.scopes,
+        created_at=timestamp(key.created_at),
+        last_used_at=timestamp(key.last_used_at),
+        revoked=key.revoked,
+        expires_at=timestamp(key.expires_at),
+        workflows=key.workflows or [],
+        previous_key_expires_at=timestamp(previous_until),
+    )

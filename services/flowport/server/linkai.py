@@ -40,6 +40,7 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
                     webhook_url=body.webhook_url,
                     run_id=run_id,
                 ),
+                workflow_id=body.app_code,
             )
             if body.mode == "async":
                 await context.send_initial_metadata(run_calls.accepted_headers(admitted.run_id))

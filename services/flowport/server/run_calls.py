@@ -35,10 +35,15 @@ async def admit_once(
     context: grpc.aio.ServicerContext,
     call: tuple[str | bytes, ...],
     admit: Callable[[str | None], Awaitable[PreparedRun]],
+    *,
+    workflow_id: str,
 ) -> PreparedRun | Repeat:
     """The call admitted (`admit(run_id)`, a run id the key chose or None); with an
     Idempotency-Key, `call` (its surface, route and body) says whether a call with the key
-    came before: then it is a Repeat of that call's run, or refused for another body."""
+    came before: then it is a Repeat of that call's run, or refused for another body. A key
+    limited to other workflows is refused first, a repeat included."""
+    caller.require("run")
+    caller.may_run(workflow_id)
     key = idempotency_key(context)
     if key is None:
         return await admit(None)

@@ -60,6 +60,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
                 webhook_url=webhook_url,
                 run_id=run_id,
             ),
+            workflow_id=request.workflow_id,
         )
         return admitted, caller
 

@@ -21,7 +21,9 @@ class WebhooksServicer(webhooks_pb2_grpc.WebhooksServicer):
     ) -> webhooks_pb2.WebhookSecret:
         caller = await self._services.admin(context)
         secret = await self._services.db.run(
-            lambda session: rotate_secret(session, account_id=caller.account_id)
+            lambda session: rotate_secret(
+                session, account_id=caller.account_id, actor=caller.key_id
+            )
         )
         return webhooks_pb2.WebhookSecret(
             secret=secret.secret, created_at=timestamp(secret.created_at)

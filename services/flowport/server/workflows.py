@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import struct_pb2
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport.auth import Principal
 from flowport.convert import from_struct, struct, timestamp
 from flowport.engine import parse_definition
 from flowport.server.context import Services
@@ -32,14 +33,14 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         self, request: workflows_pb2.CreateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.Workflow:
         caller = await self._services.admin(context)
-        return await self._save(caller.account_id, request.definition, workflow_id=None)
+        return await self._save(caller, request.definition, workflow_id=None)
 
     @translate_errors
     async def UpdateWorkflow(
         self, request: workflows_pb2.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflows_pb2.Workflow:
         caller = await self._services.admin(context)
-        return await self._save(caller.account_id, request.definition, workflow_id=request.id)
+        return await self._save(caller, request.definition, workflow_id=request.id)
 
     @translate_errors
     async def PublishWorkflow(
@@ -48,7 +49,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         caller = await self._services.admin(context)
         version = await self._services.db.run(
             lambda session: publish_workflow(
-                session, account_id=caller.account_id, workflow_id=request.id
+                session, account_id=caller.account_id, workflow_id=request.id, actor=caller.key_id
             )
         )
         # The next run on any replica uses the new version.
@@ -80,9 +81,10 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         )
 
     async def _save(
-        self, account_id: str, message: struct_pb2.Struct, *, workflow_id: str | None
+        self, caller: Principal, message: struct_pb2.Struct, *, workflow_id: str | None
     ) -> workflows_pb2.Workflow:
         """Validates a definition, then saves it as a new workflow or as a new draft."""
+        account_id = caller.account_id
         definition = from_struct(message)
         parsed = parse_definition(definition)
         name, visibility = parsed.name, parsed.visibility
@@ -95,6 +97,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                     name=name,
                     visibility=visibility,
                     definition=definition,
+                    actor=caller.key_id,
                 )
             return await update_workflow_draft(
                 session,
@@ -103,6 +106,7 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
                 name=name,
                 visibility=visibility,
                 definition=definition,
+                actor=caller.key_id,
             )
 
         workflow = await self._services.db.run(save)

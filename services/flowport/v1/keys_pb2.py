@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lowport/v1/keys.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\"\x8d\x01\n\x14\x43reateApiKeyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListApiKeysRequest\"8\n\x13ListApiKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.flowport.v1.ApiKey\"\xb5\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\"!\n\x13\x44\x65leteApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteApiKeyResponse2\xc3\x02\n\x07\x41piKeys\x12h\n\x0c\x43reateApiKey\x12 .flowport.v1.CreateApiKeyRequest\x1a!.flowport.v1.CreateApiKeyResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/keys:\x01*\x12\x62\n\x0bListApiKeys\x12\x1f.flowport.v1.ListApiKeysRequest\x1a .flowport.v1.ListApiKeysResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys\x12j\n\x0c\x44\x65leteApiKey\x12 .flowport.v1.DeleteApiKeyRequest\x1a!.flowport.v1.DeleteApiKeyResponse\"\x15\x82\xd3\xe4\x93\x02\x0f*\r/v1/keys/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lowport/v1/keys.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworkflows\x18\x04 \x03(\t\"\xd0\x01\n\x14\x43reateApiKeyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworkflows\x18\x08 \x03(\t\"\x14\n\x12ListApiKeysRequest\"8\n\x13ListApiKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.flowport.v1.ApiKey\"\xb5\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworkflows\x18\t \x03(\t\x12;\n\x17previous_key_expires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x13\x44\x65leteApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteApiKeyResponse\"2\n\x13RotateApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07grace_s\x18\x02 \x01(\x05\"\x8d\x02\n\x14RotateApiKeyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworkflows\x18\x08 \x03(\t\x12;\n\x17previous_key_expires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb9\x03\n\x07\x41piKeys\x12h\n\x0c\x43reateApiKey\x12 .flowport.v1.CreateApiKeyRequest\x1a!.flowport.v1.CreateApiKeyResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/keys:\x01*\x12\x62\n\x0bListApiKeys\x12\x1f.flowport.v1.ListApiKeysRequest\x1a .flowport.v1.ListApiKeysResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys\x12j\n\x0c\x44\x65leteApiKey\x12 .flowport.v1.DeleteApiKeyRequest\x1a!.flowport.v1.DeleteApiKeyResponse\"\x15\x82\xd3\xe4\x93\x02\x0f*\r/v1/keys/{id}\x12t\n\x0cRotateApiKey\x12 .flowport.v1.RotateApiKeyRequest\x1a!.flowport.v1.RotateApiKeyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/keys/{id}:rotate:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEYS'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/keys'
   _globals['_APIKEYS'].methods_by_name['DeleteApiKey']._loaded_options = None
   _globals['_APIKEYS'].methods_by_name['DeleteApiKey']._serialized_options = b'\202\323\344\223\002\017*\r/v1/keys/{id}'
+  _globals['_APIKEYS'].methods_by_name['RotateApiKey']._loaded_options = None
+  _globals['_APIKEYS'].methods_by_name['RotateApiKey']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/keys/{id}:rotate:\001*'
   _globals['_CREATEAPIKEYREQUEST']._serialized_start=102
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=153
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=156
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=297
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=299
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=319
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=321
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=377
-  _globals['_APIKEY']._serialized_start=380
-  _globals['_APIKEY']._serialized_end=561
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=563
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=596
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=598
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=620
-  _globals['_APIKEYS']._serialized_start=623
-  _globals['_APIKEYS']._serialized_end=946
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=220
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=223
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=431
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=433
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=453
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=455
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=511
+  _globals['_APIKEY']._serialized_start=514
+  _globals['_APIKEY']._serialized_end=823
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=825
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=858
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=860
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=882
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=884
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=934
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=937
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1206
+  _globals['_APIKEYS']._serialized_start=1209
+  _globals['_APIKEYS']._serialized_end=1650
 # @@protoc_insertion_point(module_scope)

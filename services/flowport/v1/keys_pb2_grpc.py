@@ -50,6 +50,11 @@ class ApiKeysStub:
                 request_serializer=flowport_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_keys__pb2.DeleteApiKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/flowport.v1.ApiKeys/RotateApiKey',
+                request_serializer=flowport_dot_v1_dot_keys__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_keys__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ApiKeysServicer:
@@ -57,9 +62,11 @@ class ApiKeysServicer:
     """
 
     def CreateApiKey(self, request, context):
-        """Creates a key; its secret is in this answer only and is never shown again.
-        Errors: INVALID_ARGUMENT (empty name, unknown scope), UNAUTHENTICATED, PERMISSION_DENIED
-        (the caller's key lacks the admin scope).
+        """Creates a key; its secret is in this answer only and is never shown again. It may expire
+        (`expires_at`) and be limited to some of the account's workflows (`workflows`).
+        Errors: INVALID_ARGUMENT (empty name, unknown scope, `expires_at` already past, a
+        workflow not of this account, a list on an admin key), UNAUTHENTICATED,
+        PERMISSION_DENIED (the caller's key lacks the admin scope).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,6 +83,18 @@ class ApiKeysServicer:
     def DeleteApiKey(self, request, context):
         """Revokes a key: it fails with UNAUTHENTICATED (401) from then on. Revoking twice is fine.
         Errors: UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND (no such key in this account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateApiKey(self, request, context):
+        """Gives the key a new secret, in this answer only; the key keeps its id, name, scopes,
+        expiry and workflows. The old secret keeps working for `grace_s` seconds (0: stops at
+        once), so clients can move to the new one without an outage; a secret rotated out
+        earlier stops at once.
+        Errors: INVALID_ARGUMENT (grace_s outside 0..2592000, the key is revoked),
+        UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND (no such key in this account).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +117,11 @@ def add_ApiKeysServicer_to_server(servicer, server):
                     servicer.DeleteApiKey,
                     request_deserializer=flowport_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_keys__pb2.DeleteApiKeyResponse.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=flowport_dot_v1_dot_keys__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_keys__pb2.RotateApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +206,33 @@ class ApiKeys:
             '/flowport.v1.ApiKeys/DeleteApiKey',
             flowport_dot_v1_dot_keys__pb2.DeleteApiKeyRequest.SerializeToString,
             flowport_dot_v1_dot_keys__pb2.DeleteApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.ApiKeys/RotateApiKey',
+            flowport_dot_v1_dot_keys__pb2.RotateApiKeyRequest.SerializeToString,
+            flowport_dot_v1_dot_keys__pb2.RotateApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
