@@ -206,8 +206,9 @@ class Execution:
         nodes: list[NodeRunRecord] = []
         recorded = False
         started = time.perf_counter()
-        # Each llm node's text so far: a blocked word is caught as soon as it is generated.
-        generated: dict[str, StreamWatch] = {}
+        # Each llm node's answer and reasoning so far (by node id and whether reasoning): a
+        # blocked word is caught as soon as it is generated.
+        generated: dict[tuple[str, bool], StreamWatch] = {}
         active = _ActiveRun(task=asyncio.current_task(), live=live)
         self._active[run.run_id] = active
         # A stream's frames are rendered and logged as they go; a blocking run has none (its
@@ -313,15 +314,22 @@ class Execution:
             self._tasks.add(task)  # type: ignore[arg-type]
             task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
-    def _blocked(self, event: RunEvent, generated: dict[str, StreamWatch]) -> ContentBlocked | None:
+    def _blocked(
+        self, event: RunEvent, generated: dict[tuple[str, bool], StreamWatch]
+    ) -> ContentBlocked | None:
         if not self._policy.active:
             return None
         try:
             if isinstance(event, Token):
-                watch = generated.get(event.node_id)
-                if watch is None:
-                    watch = generated[event.node_id] = self._policy.watch(node_id=event.node_id)
-                watch.feed(event.content)
+                # The reasoning reaches clients too (FlowAI's `Reasoning`): watched as its
+                # own text, so that it is not joined to the answer.
+                for reasoning, text in ((False, event.content), (True, event.reasoning)):
+                    if text:
+                        watch = generated.get((event.node_id, reasoning))
+                        if watch is None:
+                            watch = self._policy.watch(node_id=event.node_id)
+                            generated[(event.node_id, reasoning)] = watch
+                        watch.feed(text)
             elif isinstance(event, RunSucceeded):
                 self._policy.check_output(event.output)
         except ContentBlocked as error:

@@ -47,11 +47,15 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
 
 
+def _folded_word(line: str) -> str:
+    return fold(line).strip()
+
+
 class ContentPolicy:
     """Substring matching of every word in the file, one word a line, on folded text."""
 
     def __init__(self, words: list[str]) -> None:
-        folded = sorted({fold(w.strip()) for w in words if fold(w.strip())}, key=len, reverse=True)
+        folded = sorted({word for word in map(_folded_word, words) if word}, key=len, reverse=True)
         # One alternation compiled once: a check costs one regex scan of the text.
         self._pattern = re.compile("|".join(map(re.escape, folded))) if folded else None
         # How much of a stream's text a watch keeps between chunks.

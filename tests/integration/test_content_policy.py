@@ -155,3 +155,15 @@ def test_a_fetched_file_holding_a_disguised_word_is_409(
     assert flowai.status_code == 409, flowai.text
     assert flowai.json()["message"] == "input.doc: blocked by the content policy"
     assert linkai_failure(linkai, 409) == "input.doc: blocked by the content policy"
+
+
+def test_a_disguised_word_in_the_streamed_reasoning_is_stopped_too(
+    api: Api, chat: str, fake_llm: FakeLlm
+) -> None:
+    fake_llm.set_reply(tokens=["fine"], reasoning=["let me say ｆｏｒｂｉｄ", "\u200bdenword", "!"])
+
+    frames = api.stream_events(chat, {"输入": "hi"})
+
+    reasoning = "".join(data.get("Reasoning") or "" for event, data in frames if event == "stream")
+    assert _clean(reasoning), reasoning
+    assert frames[-1][0] == "error" and frames[-1][1]["code"] == 409

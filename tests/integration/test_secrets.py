@@ -56,3 +56,25 @@ def test_another_accounts_run_is_not_found(api: Api, stack: Stack) -> None:
     assert response.json()["message"].replace(run_id, "ID") == missing.json()["message"].replace(
         "run_00000000000000000000", "ID"
     )
+
+
+def test_rotated_limited_and_expiring_keys_are_kept_nowhere_in_clear(
+    api: Api, stack: Stack
+) -> None:
+    workflow_id = api.publish(BMI)
+    created = api.post(
+        "/v1/keys",
+        {"name": "team", "workflows": [workflow_id], "expires_at": "2099-01-01T00:00:00Z"},
+    ).json()
+    rotated = api.post(f"/v1/keys/{created['id']}:rotate", {"grace_s": 60}).json()
+    for key in (created["key"], rotated["key"]):
+        api.run(workflow_id, {"height": 2, "weight": 80}, headers={"X-API-KEY": key})
+        api.run("wf_elsewhere", {"height": 2, "weight": 80}, headers={"X-API-KEY": key})
+    audit = api.get("/v1/audit").text
+
+    places = [stack.data_dir / "serve.log", stack.data_dir / "envoy.log"]
+    places += list(Path(stack.data_dir).glob("flowport.db*"))
+    for secret in (created["key"], rotated["key"]):
+        assert secret not in audit
+        for place in places:
+            assert secret.encode() not in place.read_bytes(), place
