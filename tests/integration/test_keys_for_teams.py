@@ -448,3 +448,19 @@ def test_cli_makes_keys_that_expire_and_are_limited(api: Api, stack: Stack) -> N
         refused.stderr.strip()
         == "flowport: workflows: only keys without the admin scope have a list"
     )
+
+
+def test_a_repeated_idempotency_key_does_not_open_another_workflow(
+    api: Api, team: dict[str, str]
+) -> None:
+    key = f"idem-{team['id']}"
+    first = api.run(team["other"], BMI_INPUT, headers={**api.headers, "Idempotency-Key": key})
+    assert first.status_code == 200, first.text
+
+    # The same call, with the same Idempotency-Key, by a key limited to another workflow.
+    repeat = api.run(
+        team["other"], BMI_INPUT, headers={"X-API-KEY": team["key"], "Idempotency-Key": key}
+    )
+
+    assert repeat.status_code == 403, repeat.text
+    assert first.json()["run_id"] not in repeat.text
