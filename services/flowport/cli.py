@@ -41,10 +41,42 @@ def main(argv: list[str] | None = None) -> int:
         help="gRPC service processes behind Envoy, on consecutive ports from "
         "FLOWPORT_GRPC_PORT (default 1: the service runs in this process)",
     )
+    serving.add_argument(
+        "--no-envoy",
+        action="store_true",
+        help="serve gRPC only, on FLOWPORT_GRPC_PORT, without the bundled Envoy (in a mesh, "
+        "behind an Envoy configured by `flowport envoy-config`)",
+    )
     # Internal: how the supervisor of --workers N starts each worker.
     serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
     # Internal: how `serve` migrates the database and recovers its runs before it serves.
     serving.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+
+    commands.add_parser(
+        "migrate",
+        help="bring the database's schema to this version's (serve does it too, at start)",
+    )
+
+    envoy_config = commands.add_parser(
+        "envoy-config",
+        help="write what an Envoy of your own needs to serve REST/SSE in front of the service",
+    )
+    envoy_config.add_argument(
+        "--out", type=Path, required=True, help="the folder to write into (created if missing)"
+    )
+    envoy_config.add_argument(
+        "--upstream",
+        action="append",
+        type=_upstream,
+        help="HOST:PORT of the gRPC service; repeat for several (default: "
+        "FLOWPORT_HOST:FLOWPORT_GRPC_PORT). A name is looked up, every address an endpoint",
+    )
+    envoy_config.add_argument(
+        "--mount-dir",
+        type=Path,
+        default=None,
+        help="the folder where that Envoy will find the files (default: --out)",
+    )
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown only now)")
@@ -75,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="publish the demo workflows and print a key to try them")
 
     args = parser.parse_args(argv)
+    if args.command == "serve" and args.no_envoy and args.workers > 1:
+        parser.error("serve: --no-envoy serves one process; scale with more replicas")
     settings = Settings()
     _configure_logging(settings.log_level)
     if args.command == "serve":
@@ -92,10 +126,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker_port is not None:
             work = serve_worker(settings, args.worker_port)
         else:
-            work = serve(settings, workers=args.workers)
+            work = serve(settings, workers=args.workers, with_envoy=not args.no_envoy)
         # uvloop: the same asyncio API with less overhead per callback and socket event.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(work)
+    if args.command == "migrate":
+        from flowport.server.app import prepare_database
+
+        if settings.database_url is None:  # SQLite, in the data directory
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(prepare_database(settings))
+        print("database migrated", file=sys.stderr)
+        return 0
+    if args.command == "envoy-config":
+        from flowport.envoy import write_mesh_config
+
+        upstreams = args.upstream or [(settings.host, settings.grpc_port)]
+        for path in write_mesh_config(
+            settings, args.out, upstreams=upstreams, mount_dir=args.mount_dir
+        ):
+            print(path)
+        return 0
     if args.command == "keys":
         scopes = ["admin", "run"] if args.admin else ["run"]
         secret = asyncio.run(_create_key(settings, args.account, args.name, scopes))
@@ -134,6 +185,15 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return int(text)
+
+
+def _upstream(text: str) -> tuple[str, int]:
+    from flowport.envoy import parse_upstream
+
+    try:
+        return parse_upstream(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _credits(text: str) -> int | None:

@@ -263,10 +263,11 @@ async def _stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings, *, workers: int = 1) -> int:
+async def serve(settings: Settings, *, workers: int = 1, with_envoy: bool = True) -> int:
     """`flowport serve`: the gRPC service and Envoy in the foreground until SIGINT/SIGTERM;
     the service drains first, then Envoy stops. With `workers` > 1 the service is that many
-    child processes on consecutive ports from `grpc_port`, behind the one Envoy."""
+    child processes on consecutive ports from `grpc_port`, behind the one Envoy. Without
+    Envoy (`--no-envoy`), the gRPC service alone, in this process."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await prepare_in_child()
     if workers > 1:
@@ -274,6 +275,12 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
     async with _stop_signals() as stop:
         flowport = await create_server(settings, prepare=False)
         _tune_garbage_collector()
+        if not with_envoy:
+            _announce(settings, [flowport.port], envoy=False)
+            await stop.wait()
+            log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
+            await flowport.stop(settings.shutdown_grace_s)
+            return 0
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
             log_path=settings.data_dir / "envoy.log",
@@ -294,15 +301,18 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         return code
 
 
-def _announce(settings: Settings, grpc_ports: list[int]) -> None:
+def _announce(settings: Settings, grpc_ports: list[int], *, envoy: bool = True) -> None:
     """The lines a person starting the service wants: where it listens, on what database."""
     host = settings.host
     workers = len(grpc_ports)
     ports = str(grpc_ports[0]) if workers == 1 else f"{grpc_ports[0]}-{grpc_ports[-1]}"
     database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
-    log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
-    log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
-    log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+    if envoy:
+        log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
+        log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
+        log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+    else:
+        log.info("gRPC service on %s:%s (no Envoy: gRPC only)", host, ports)
     log.info("database %s", database)
 
 
