@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from flowport.engine import parse_definition
 from flowport.errors import FlowportError
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Internal: how the supervisor of --workers N starts each worker.
     serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
+    # Internal: the pipe on which a worker tells its supervisor it serves.
+    serving.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     # Internal: how `serve` migrates the database and recovers its runs before it serves.
     serving.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
 
@@ -109,8 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.no_envoy and args.workers > 1:
         parser.error("serve: --no-envoy serves one process; scale with more replicas")
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            # A field's error names its variable; the TLS files' pairing names its own.
+            where = "".join(f"FLOWPORT_{str(part).upper()}" for part in problem["loc"][:1])
+            print(
+                f"flowport: configuration: {where + ': ' if where else ''}{problem['msg']}",
+                file=sys.stderr,
+            )
+        return 1
     _configure_logging(settings.log_level)
+    if (
+        args.command == "serve"
+        and not args.no_envoy
+        and (mismatch := settings.bundled_envoy_problem())
+    ):
+        print(f"flowport: configuration: {mismatch}", file=sys.stderr)
+        return 1
     if args.command == "serve":
         # Read by grpc when it loads. Its fork handlers are for children that go on using
         # gRPC; Flowport's children (Envoy, workers, the migration) exec at once, and the
@@ -124,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(prepare_database(settings))
             return 0
         if args.worker_port is not None:
-            work = serve_worker(settings, args.worker_port)
+            work = serve_worker(settings, args.worker_port, args.ready_fd)
         else:
             work = serve(settings, workers=args.workers, with_envoy=not args.no_envoy)
         # uvloop: the same asyncio API with less overhead per callback and socket event.

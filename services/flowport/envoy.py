@@ -93,7 +93,21 @@ def render_config(
         services=TRANSCODED_SERVICES,
         max_body_bytes=settings.max_body_bytes,
         stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
+        tls=_files(cert=settings.tls_cert, key=settings.tls_key),
+        upstream_tls=_files(
+            cert=settings.envoy_client_cert,
+            key=settings.envoy_client_key,
+            ca=settings.grpc_tls_ca,
+        ),
     )
+
+
+def _files(**paths: Path | None) -> dict[str, str] | None:
+    """Absolute paths for the template (Envoy's working directory is not ours), or None when
+    the first is not set."""
+    if next(iter(paths.values())) is None:
+        return None
+    return {name: str(path.absolute()) for name, path in paths.items() if path is not None}
 
 
 def config_dir(settings: Settings) -> Path:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -68,6 +69,11 @@ def _bindable(port: int) -> bool:
 T = TypeVar("T")
 
 
+def trusting(ca: Path | None) -> ssl.SSLContext | bool:
+    """httpx's `verify`: the system's trust store, or the CA given (a test's own)."""
+    return True if ca is None else ssl.create_default_context(cafile=ca)
+
+
 def wait_for(condition: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
     """The condition's first true value, asked every 50 ms."""
     deadline = time.monotonic() + timeout_s
@@ -89,6 +95,10 @@ class Stack:
     workers: int = 1
     # False: `flowport serve --no-envoy`, the gRPC service alone (EnvoyFront puts one before it).
     envoy: bool = True
+    # HTTPS on Envoy's port (FLOWPORT_TLS_CERT in extra_env): the CA its clients trust.
+    tls_ca: Path | None = None
+    # How a client reaches the gRPC service directly: its mTLS credentials, if it has any.
+    grpc_credentials: grpc.ChannelCredentials | None = None
     # The `flowport` to run, and where: this checkout's by default.
     executable: Path = FLOWPORT
     cwd: Path = REPO
@@ -103,7 +113,13 @@ class Stack:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "http" if self.tls_ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify` for Envoy's port."""
+        return trusting(self.tls_ca)
 
     @property
     def envoy_target(self) -> str:
@@ -158,13 +174,16 @@ class Stack:
             return self.health() == "SERVING"
         try:
             # 401 proves the whole path: Envoy, the transcoder and the service.
-            return httpx.get(f"{self.base_url}/v1/keys", timeout=1).status_code == 401
+            keys = httpx.get(f"{self.base_url}/v1/keys", timeout=1, verify=self.verify)
+            return keys.status_code == 401
         except httpx.HTTPError:
             return False
 
     def grpc_channel(self) -> grpc.Channel:
         """A channel straight to the gRPC service (not through Envoy)."""
-        return grpc.insecure_channel(self.grpc_target)
+        if self.grpc_credentials is None:
+            return grpc.insecure_channel(self.grpc_target)
+        return grpc.secure_channel(self.grpc_target, self.grpc_credentials)
 
     def health(self) -> str | None:
         """The gRPC service's overall health status, asked directly; None when it does not
@@ -277,13 +296,16 @@ class EnvoyFront:
 
     stack: Stack
     out: Path
+    # HTTPS (FLOWPORT_TLS_CERT in the stack's environment): the CA its clients trust.
+    tls_ca: Path | None = None
     http_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "http" if self.tls_ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def target(self) -> str:
@@ -327,7 +349,10 @@ class EnvoyFront:
             if self.process.poll() is not None:
                 raise RuntimeError(f"envoy exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.base_url}/v1/keys", timeout=1).status_code == 401:
+                keys = httpx.get(
+                    f"{self.base_url}/v1/keys", timeout=1, verify=trusting(self.tls_ca)
+                )
+                if keys.status_code == 401:
                     return
             except httpx.HTTPError:
                 pass
