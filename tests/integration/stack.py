@@ -298,8 +298,10 @@ class EnvoyFront:
     out: Path
     # HTTPS (FLOWPORT_TLS_CERT in the stack's environment): the CA its clients trust.
     tls_ca: Path | None = None
-    http_port: int = field(default_factory=free_port)
-    admin_port: int = field(default_factory=free_port)
+    # Below the ephemeral range, like the workers' ports: no outgoing connection takes them
+    # between now and Envoy's start.
+    http_port: int = field(default_factory=lambda: consecutive_free_ports(1))
+    admin_port: int = field(default_factory=lambda: consecutive_free_ports(1))
     process: subprocess.Popen[bytes] | None = None
 
     @property

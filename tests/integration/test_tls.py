@@ -88,6 +88,10 @@ def tls_stack(
         database_url=f"sqlite:///{data_dir / 'flowport.db'}",
         llm_base_url=fake_llm_server.base_url,
         workers=2,
+        # Envoy binds its ports once both workers serve: below the ephemeral range, where no
+        # outgoing connection takes them meanwhile.
+        http_port=consecutive_free_ports(1),
+        admin_port=consecutive_free_ports(1),
         tls_ca=pki.public_ca,
         grpc_credentials=_envoys_credentials(pki),
         extra_env={**pki.env, "FLOWPORT_HEALTH_PORT": str(consecutive_free_ports(2))},
