@@ -266,3 +266,12 @@ def test_incomplete_tls_settings_refuse_to_start(
     assert started.returncode == 1
     assert message in started.stderr
     assert "Traceback" not in started.stderr
+
+
+def test_start_up_says_https_mtls_and_the_health_ports(tls_stack: Stack) -> None:
+    health = int(tls_stack.extra_env["FLOWPORT_HEALTH_PORT"])
+    lines = [line.split(": ", 1)[1] for line in tls_stack.log().splitlines() if ": " in line]
+    assert f"REST and gRPC on https://127.0.0.1:{tls_stack.http_port} (Envoy)" in lines
+    grpc_ports = f"{tls_stack.grpc_port}-{tls_stack.grpc_port + 1}"
+    assert f"gRPC service on 127.0.0.1:{grpc_ports} (2 workers, mTLS)" in lines
+    assert f"gRPC health alone, without TLS, on 127.0.0.1:{health}-{health + 1}" in lines

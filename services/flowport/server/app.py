@@ -341,12 +341,19 @@ def _announce(settings: Settings, grpc_ports: list[int], *, envoy: bool = True) 
     workers = len(grpc_ports)
     ports = str(grpc_ports[0]) if workers == 1 else f"{grpc_ports[0]}-{grpc_ports[-1]}"
     database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    mtls = ", mTLS" if settings.grpc_tls else ""
     if envoy:
-        log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
-        log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
+        scheme = "http" if settings.tls_cert is None else "https"
+        log.info("REST and gRPC on %s://%s:%d (Envoy)", scheme, host, settings.http_port)
+        plural = "s"[: workers - 1]
+        log.info("gRPC service on %s:%s (%d worker%s%s)", host, ports, workers, plural, mtls)
         log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
     else:
-        log.info("gRPC service on %s:%s (no Envoy: gRPC only)", host, ports)
+        log.info("gRPC service on %s:%s (no Envoy: gRPC only%s)", host, ports, mtls)
+    if settings.health_port is not None:
+        last = settings.health_port + workers - 1
+        health = str(settings.health_port) if workers == 1 else f"{settings.health_port}-{last}"
+        log.info("gRPC health alone, without TLS, on %s:%s", host, health)
     log.info("database %s", database)
 
 
