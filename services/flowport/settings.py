@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     http_port: int = 8080
     grpc_port: int = 50051
     admin_port: int = 9901
+    # The gRPC health service alone, without TLS, on a port of its own (with --workers N, N
+    # consecutive ports): for probes that cannot present a client certificate (Kubernetes').
+    health_port: int | None = None
     data_dir: Path = Path(".flowport")
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "FLOWPORT_DATABASE_URL")
@@ -70,8 +73,70 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=10.0, gt=0)
     # How long a receiver may take to answer one attempt.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # TLS (docs/api.md, Configuration; docs/operations.md, TLS). PEM files, read at start.
+    # HTTPS on Envoy's public port, HTTP/2 and HTTP/1.1 by ALPN: its certificate chain and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # mTLS on the gRPC service's port: its certificate chain and key; it accepts only clients
+    # whose certificate FLOWPORT_GRPC_TLS_CA signed.
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    # The CA (bundle) of the service's mTLS: the service accepts client certificates it signed,
+    # and Envoy accepts a service certificate it signed.
+    grpc_tls_ca: Path | None = None
+    # The client certificate chain and key Envoy presents to the service.
+    envoy_client_cert: Path | None = None
+    envoy_client_key: Path | None = None
     # Flowport's own log lines from this level up; libraries log warnings only, unless DEBUG.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> Settings:
+        pairs = (
+            ("FLOWPORT_TLS_CERT", self.tls_cert, "FLOWPORT_TLS_KEY", self.tls_key),
+            (
+                "FLOWPORT_GRPC_TLS_CERT",
+                self.grpc_tls_cert,
+                "FLOWPORT_GRPC_TLS_KEY",
+                self.grpc_tls_key,
+            ),
+            (
+                "FLOWPORT_ENVOY_CLIENT_CERT",
+                self.envoy_client_cert,
+                "FLOWPORT_ENVOY_CLIENT_KEY",
+                self.envoy_client_key,
+            ),
+        )
+        for first, first_value, second, second_value in pairs:
+            if (first_value is None) != (second_value is None):
+                raise ValueError(f"{first} and {second} are set together or not at all")
+            if first_value is not None and first != "FLOWPORT_TLS_CERT" and not self.grpc_tls_ca:
+                raise ValueError(f"{first} needs FLOWPORT_GRPC_TLS_CA, the CA of the mTLS")
+        return self
+
+    @property
+    def grpc_tls(self) -> bool:
+        """The service's port requires TLS with a client certificate."""
+        return self.grpc_tls_cert is not None
+
+    @property
+    def envoy_upstream_tls(self) -> bool:
+        """Envoy speaks mTLS to the service."""
+        return self.envoy_client_cert is not None
+
+    def bundled_envoy_problem(self) -> str | None:
+        """Why the bundled Envoy could not reach the service as these settings have it."""
+        if self.grpc_tls and not self.envoy_upstream_tls:
+            return (
+                "the service requires client certificates (FLOWPORT_GRPC_TLS_CERT) but Envoy "
+                "has none: set FLOWPORT_ENVOY_CLIENT_CERT and FLOWPORT_ENVOY_CLIENT_KEY"
+            )
+        if self.envoy_upstream_tls and not self.grpc_tls:
+            return (
+                "Envoy would speak TLS (FLOWPORT_ENVOY_CLIENT_CERT) to a service without it: "
+                "set FLOWPORT_GRPC_TLS_CERT and FLOWPORT_GRPC_TLS_KEY too"
+            )
+        return None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -14,10 +14,11 @@ LINKAI_ROUTE = "/v1/workflow/run"
 
 
 class Api:
-    def __init__(self, base_url: str, key: str, *, account: str = "") -> None:
+    def __init__(self, base_url: str, key: str, *, account: str = "", **http: Any) -> None:
+        """`http`: more of httpx.Client's arguments (`verify`, `http2`)."""
         self.key = key
         self.account = account
-        self.http = httpx.Client(base_url=base_url, timeout=60)
+        self.http = httpx.Client(base_url=base_url, timeout=60, **http)
 
     def __enter__(self) -> Api:
         return self

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -15,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import httpx
 import sqlalchemy
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flowport.envoy import envoy_binary
 from flowport.ids import random_token
 from flowport.storage import Database, create_api_key, get_or_create_account
 
@@ -65,6 +69,11 @@ def _bindable(port: int) -> bool:
 T = TypeVar("T")
 
 
+def trusting(ca: Path | None) -> ssl.SSLContext | bool:
+    """httpx's `verify`: the system's trust store, or the CA given (a test's own)."""
+    return True if ca is None else ssl.create_default_context(cafile=ca)
+
+
 def wait_for(condition: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
     """The condition's first true value, asked every 50 ms."""
     deadline = time.monotonic() + timeout_s
@@ -84,6 +93,12 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # `flowport serve --workers N`: N service processes on grpc_port, grpc_port + 1, ...
     workers: int = 1
+    # False: `flowport serve --no-envoy`, the gRPC service alone (EnvoyFront puts one before it).
+    envoy: bool = True
+    # HTTPS on Envoy's port (FLOWPORT_TLS_CERT in extra_env): the CA its clients trust.
+    tls_ca: Path | None = None
+    # How a client reaches the gRPC service directly: its mTLS credentials, if it has any.
+    grpc_credentials: grpc.ChannelCredentials | None = None
     # The `flowport` to run, and where: this checkout's by default.
     executable: Path = FLOWPORT
     cwd: Path = REPO
@@ -98,7 +113,13 @@ class Stack:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "http" if self.tls_ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify` for Envoy's port."""
+        return trusting(self.tls_ca)
 
     @property
     def envoy_target(self) -> str:
@@ -134,6 +155,8 @@ class Stack:
         command = [str(self.executable), "serve"]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
+        if not self.envoy:
+            command.append("--no-envoy")
         self.process = subprocess.Popen(
             command, env=self.env(), stdout=log, stderr=log, cwd=self.cwd
         )
@@ -141,14 +164,38 @@ class Stack:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"flowport serve exited early:\n{self.log()}")
-            try:
-                # 401 proves the whole path: Envoy, the transcoder and the service.
-                if httpx.get(f"{self.base_url}/v1/keys", timeout=1).status_code == 401:
-                    return
-            except httpx.HTTPError:
-                pass
+            if self.ready():
+                return
             time.sleep(0.1)
         raise RuntimeError(f"flowport serve did not become ready:\n{self.log()}")
+
+    def ready(self) -> bool:
+        if not self.envoy:
+            return self.health() == "SERVING"
+        try:
+            # 401 proves the whole path: Envoy, the transcoder and the service.
+            keys = httpx.get(f"{self.base_url}/v1/keys", timeout=1, verify=self.verify)
+            return keys.status_code == 401
+        except httpx.HTTPError:
+            return False
+
+    def grpc_channel(self) -> grpc.Channel:
+        """A channel straight to the gRPC service (not through Envoy)."""
+        if self.grpc_credentials is None:
+            return grpc.insecure_channel(self.grpc_target)
+        return grpc.secure_channel(self.grpc_target, self.grpc_credentials)
+
+    def health(self) -> str | None:
+        """The gRPC service's overall health status, asked directly; None when it does not
+        answer."""
+        with self.grpc_channel() as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            except grpc.RpcError:
+                return None
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
     def stop(self) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -178,11 +225,12 @@ class Stack:
             ):
                 os.kill(int(pid), signal.SIGKILL)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`flowport ARGS...` against this stack's database, as a user would type it."""
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`flowport ARGS...` against this stack's database, as a user would type it; `env`
+        adds to (or replaces) its environment."""
         return subprocess.run(
             [str(self.executable), *args],
-            env=self.env(),
+            env={**self.env(), **env},
             cwd=self.cwd,
             capture_output=True,
             text=True,
@@ -239,3 +287,89 @@ class Stack:
             return secret
         finally:
             await db.dispose()
+
+
+@dataclass
+class EnvoyFront:
+    """An Envoy of its own, as a mesh or a gateway runs one: started from what
+    `flowport envoy-config` writes, in front of a `flowport serve --no-envoy` stack."""
+
+    stack: Stack
+    out: Path
+    # HTTPS (FLOWPORT_TLS_CERT in the stack's environment): the CA its clients trust.
+    tls_ca: Path | None = None
+    # Below the ephemeral range, like the workers' ports: no outgoing connection takes them
+    # between now and Envoy's start.
+    http_port: int = field(default_factory=lambda: consecutive_free_ports(1))
+    admin_port: int = field(default_factory=lambda: consecutive_free_ports(1))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        scheme = "http" if self.tls_ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def write_config(self, *args: str) -> list[Path]:
+        """`flowport envoy-config --out OUT --upstream <the stack's gRPC port> ARGS...`; the
+        paths it printed."""
+        written = self.stack.cli(
+            "envoy-config",
+            "--out",
+            str(self.out),
+            "--upstream",
+            self.stack.grpc_target,
+            *args,
+            FLOWPORT_HTTP_PORT=str(self.http_port),
+            FLOWPORT_ADMIN_PORT=str(self.admin_port),
+        )
+        assert written.returncode == 0, written.stderr
+        return [Path(line) for line in written.stdout.splitlines()]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.write_config()
+        log = (self.out / "envoy.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(envoy_binary()),
+                "--config-path",
+                str(self.out / "envoy.yaml"),
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "1",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited early:\n{self.log()}")
+            try:
+                keys = httpx.get(
+                    f"{self.base_url}/v1/keys", timeout=1, verify=trusting(self.tls_ca)
+                )
+                if keys.status_code == 401:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"envoy did not become ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        path = self.out / "envoy.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -61,6 +62,9 @@ from flowport.webhooks import DELIVER
 
 log = logging.getLogger(__name__)
 
+# What a worker writes on its readiness pipe once it serves.
+READY = b"serving\n"
+
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
     for module, name in (
@@ -87,13 +91,18 @@ class FlowportServer:
     jobs: Jobs
     outbound: Outbound
     llm: LlmClient | None
+    # The health service alone on FLOWPORT_HEALTH_PORT, without TLS, when it is set.
+    health_server: grpc.aio.Server | None = None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
         await self.health.enter_graceful_shutdown()
         # Calls and jobs under way get the grace period, together; jobs cut short go back
         # to the queue (a background run cut short ends cancelled: it never runs twice).
+        # The health port goes on saying NOT_SERVING meanwhile.
         await asyncio.gather(self.server.stop(grace_s), self.jobs.stop())
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         # Outcomes of runs whose clients went away may still be on their way to the
         # database: written before the replica leaves and the connections close.
         await self.services.execution.drain()
@@ -172,9 +181,20 @@ async def create_server(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
 
-    bound = server.add_insecure_port(
-        f"{settings.host}:{settings.grpc_port if port is None else port}"
-    )
+    address = f"{settings.host}:{settings.grpc_port if port is None else port}"
+    credentials = server_credentials(settings)
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
+    health_server = None
+    if settings.health_port is not None:
+        # The same servicer: this port says NOT_SERVING as soon as the service drains.
+        health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        offset = 0 if port is None else port - settings.grpc_port
+        health_server.add_insecure_port(f"{settings.host}:{settings.health_port + offset}")
+        await health_server.start()
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -186,6 +206,20 @@ async def create_server(
         jobs=jobs,
         outbound=outbound,
         llm=llm,
+        health_server=health_server,
+    )
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """mTLS for the service's port (FLOWPORT_GRPC_TLS_*): its certificate, and a client
+    certificate signed by FLOWPORT_GRPC_TLS_CA required of every client; None without TLS."""
+    if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
+        return None
+    assert settings.grpc_tls_ca is not None  # Settings requires it with the certificate
+    return grpc.ssl_server_credentials(
+        [(settings.grpc_tls_key.read_bytes(), settings.grpc_tls_cert.read_bytes())],
+        root_certificates=settings.grpc_tls_ca.read_bytes(),
+        require_client_auth=True,
     )
 
 
@@ -268,10 +302,11 @@ async def _stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings, *, workers: int = 1) -> int:
+async def serve(settings: Settings, *, workers: int = 1, with_envoy: bool = True) -> int:
     """`flowport serve`: the gRPC service and Envoy in the foreground until SIGINT/SIGTERM;
     the service drains first, then Envoy stops. With `workers` > 1 the service is that many
-    child processes on consecutive ports from `grpc_port`, behind the one Envoy."""
+    child processes on consecutive ports from `grpc_port`, behind the one Envoy. Without
+    Envoy (`--no-envoy`), the gRPC service alone, in this process."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await prepare_in_child()
     if workers > 1:
@@ -279,6 +314,12 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
     async with _stop_signals() as stop:
         flowport = await create_server(settings, prepare=False)
         _tune_garbage_collector()
+        if not with_envoy:
+            _announce(settings, [flowport.port], envoy=False)
+            await stop.wait()
+            log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
+            await flowport.stop(settings.shutdown_grace_s)
+            return 0
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
             log_path=settings.data_dir / "envoy.log",
@@ -299,24 +340,37 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         return code
 
 
-def _announce(settings: Settings, grpc_ports: list[int]) -> None:
+def _announce(settings: Settings, grpc_ports: list[int], *, envoy: bool = True) -> None:
     """The lines a person starting the service wants: where it listens, on what database."""
     host = settings.host
     workers = len(grpc_ports)
     ports = str(grpc_ports[0]) if workers == 1 else f"{grpc_ports[0]}-{grpc_ports[-1]}"
     database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
-    log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
-    log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
-    log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+    mtls = ", mTLS" if settings.grpc_tls else ""
+    if envoy:
+        scheme = "http" if settings.tls_cert is None else "https"
+        log.info("REST and gRPC on %s://%s:%d (Envoy)", scheme, host, settings.http_port)
+        plural = "s"[: workers - 1]
+        log.info("gRPC service on %s:%s (%d worker%s%s)", host, ports, workers, plural, mtls)
+        log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+    else:
+        log.info("gRPC service on %s:%s (no Envoy: gRPC only%s)", host, ports, mtls)
+    if settings.health_port is not None:
+        last = settings.health_port + workers - 1
+        health = str(settings.health_port) if workers == 1 else f"{settings.health_port}-{last}"
+        log.info("gRPC health alone, without TLS, on %s:%s", host, health)
     log.info("database %s", database)
 
 
-async def serve_worker(settings: Settings, port: int) -> int:
+async def serve_worker(settings: Settings, port: int, ready_fd: int | None = None) -> int:
     """One worker of `flowport serve --workers N`: the gRPC service on `port` until SIGTERM,
-    then it drains like a single process does."""
+    then it drains like a single process does. Once it serves, it says so on `ready_fd`."""
     async with _stop_signals() as stop:
         flowport = await create_server(settings, port=port, prepare=False)
         _tune_garbage_collector()
+        if ready_fd is not None:
+            os.write(ready_fd, READY)
+            os.close(ready_fd)
         await stop.wait()
         await flowport.stop(settings.shutdown_grace_s)
     return 0
@@ -327,12 +381,16 @@ async def _supervise(settings: Settings, workers: int) -> int:
     workers drain, then Envoy stops."""
     ports = [settings.grpc_port + n for n in range(workers)]
     async with _stop_signals() as stop:
-        children = [await _start_worker(port) for port in ports]
+        started = [await _start_worker(port) for port in ports]
+        children = [child for child, _ in started]
         envoy: EnvoyProcess | None = None
         code = 0
         try:
             await asyncio.gather(
-                *(_until_serving(settings.host, p, c) for p, c in zip(ports, children, strict=True))
+                *(
+                    _until_serving(port, child, ready)
+                    for port, (child, ready) in zip(ports, started, strict=True)
+                )
             )
             envoy = EnvoyProcess(
                 write_config(settings, grpc_ports=ports),
@@ -359,39 +417,47 @@ async def _supervise(settings: Settings, workers: int) -> int:
         return code
 
 
-async def _start_worker(port: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "flowport.cli",
-        "serve",
-        "--worker-port",
-        str(port),
-        # Its own process group, like Envoy: a Ctrl-C reaches the supervisor only, which
-        # then drains every worker before it stops Envoy.
-        start_new_session=True,
-    )
+async def _start_worker(port: int) -> tuple[asyncio.subprocess.Process, int]:
+    """A worker, and the reading end of the pipe on which it says it serves."""
+    ready_read, ready_write = os.pipe()
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "flowport.cli",
+            "serve",
+            "--worker-port",
+            str(port),
+            "--ready-fd",
+            str(ready_write),
+            pass_fds=(ready_write,),
+            # Its own process group, like Envoy: a Ctrl-C reaches the supervisor only, which
+            # then drains every worker before it stops Envoy.
+            start_new_session=True,
+        )
+    finally:
+        os.close(ready_write)
+    return child, ready_read
 
 
 async def _until_serving(
-    host: str, port: int, child: asyncio.subprocess.Process, timeout_s: float = 60.0
+    port: int, child: asyncio.subprocess.Process, ready: int, timeout_s: float = 60.0
 ) -> None:
-    """Waits until the worker's health service answers SERVING."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if child.returncode is not None:
-                raise RuntimeError(f"worker on port {port} exited with code {child.returncode}")
-            try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"worker on port {port} did not start in {timeout_s:.0f} s")
-            await asyncio.sleep(0.1)
+    """Waits until the worker says it serves (its health service answers SERVING): on a pipe
+    rather than by asking it, which would need a client certificate when its port has mTLS."""
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(ready, readable.set)
+    try:
+        await asyncio.wait_for(readable.wait(), timeout_s)
+        said = os.read(ready, len(READY))
+    except TimeoutError:
+        raise RuntimeError(f"worker on port {port} did not start in {timeout_s:.0f} s") from None
+    finally:
+        loop.remove_reader(ready)
+        os.close(ready)
+    if said != READY:  # the pipe closed: the worker exited
+        raise RuntimeError(f"worker on port {port} exited with code {await child.wait()}")
 
 
 async def _stop_worker(child: asyncio.subprocess.Process, grace_s: float) -> None:
