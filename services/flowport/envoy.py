@@ -52,6 +52,7 @@ def render_config(
     return env.from_string(template).render(
         host=settings.host,
         http_port=settings.http_port,
+        admin_host=settings.admin_host,
         admin_port=settings.admin_port,
         grpc_ports=grpc_ports,
         descriptor_path=descriptor_path,

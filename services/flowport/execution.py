@@ -34,6 +34,7 @@ from flowport.engine import (
     execute,
 )
 from flowport.errors import Cancelled, ContentBlocked, FlowportError, NotFound
+from flowport.metrics import Metrics
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
 from flowport.run_log import Batch, LiveRun
@@ -76,8 +77,10 @@ class Execution:
         log_max_bytes: int,
         resume_s: float,
         webhooks: Deliveries | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics or Metrics()
         self._webhooks = webhooks
         self._recorder = recorder
         self._llm = llm
@@ -213,6 +216,8 @@ class Execution:
         # A stream's frames are rendered and logged as they go; a blocking run has none (its
         # events are composed from its record when asked for: run_log.py).
         frames = _Frames(run.run_id, self._log_max_bytes, render=not run.blocking)
+        metrics = self._metrics
+        metrics.run_started(run.workflow_id, run.mode)
         try:
             async with aclosing(
                 execute(
@@ -245,6 +250,7 @@ class Execution:
                         checked.append(event)
                         if isinstance(event, NodeFinished):
                             nodes.append(_node_record(event))
+                            metrics.node_finished(event.type, event.status, event.time_spend)
                         elif isinstance(event, RunSucceeded | RunFailed):
                             outcome = event
                             break
@@ -280,6 +286,7 @@ class Execution:
             cancelled = _cancelled(run, reason, started)
             yield await self._record(run, cancelled, nodes, frames.batch([cancelled]), frames)
         finally:
+            metrics.active_runs.dec()
             del self._active[run.run_id]
             if active.abandon is not None:
                 active.abandon.cancel()
@@ -345,6 +352,7 @@ class Execution:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
             error_code = statuses.of(outcome.error).rest
+        self._metrics.run_ended(run.workflow_id, status, outcome.total_time)
         turn = None
         if isinstance(outcome, RunSucceeded) and run.turn_text is not None:
             turn = (run.account_id, run.session_id, run.turn_text, outcome.output)

@@ -15,6 +15,7 @@ from flowport.engine import LlmClient
 from flowport.execution import Execution
 from flowport.idempotency import IDEMPOTENCY_WINDOW_S
 from flowport.jobs import Jobs
+from flowport.metrics import Metrics
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
 from flowport.settings import Settings
@@ -43,8 +44,11 @@ class RunPath:
         jobs: Jobs,
         on_logged: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> RunPath:
-        """`on_logged(run_ids)` after each commit that grew those runs' logs."""
+        """`on_logged(run_ids)` after each commit that grew those runs' logs. Without
+        `metrics`, the run path counts into a registry of its own that nobody serves."""
+        metrics = metrics or Metrics()
         policy = ContentPolicy.from_file(settings.content_policy)
         catalog = Catalog(db, clock=clock)
         recorder = Recorder(db, on_logged=on_logged)
@@ -69,6 +73,7 @@ class RunPath:
                 backoff_s=settings.webhook_backoff_s,
                 timeout_s=settings.webhook_timeout_s,
             ),
+            metrics=metrics,
         )
         execution = Execution(
             db=db,
@@ -80,6 +85,7 @@ class RunPath:
             log_max_bytes=settings.run_log_max_bytes,
             resume_s=settings.stream_resume_s,
             webhooks=webhooks,
+            metrics=metrics,
         )
         background = BackgroundRuns(
             db=db,

@@ -18,6 +18,12 @@ class Settings(BaseSettings):
     http_port: int = 8080
     grpc_port: int = 50051
     admin_port: int = 9901
+    # Envoy's admin interface (which answers /quitquitquit and /config_dump) and the metrics
+    # port stay on loopback when FLOWPORT_HOST exposes the public port, unless told otherwise.
+    admin_host: str = "127.0.0.1"
+    # Prometheus text at /metrics; 0: not served.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     data_dir: Path = Path(".flowport")
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "FLOWPORT_DATABASE_URL")

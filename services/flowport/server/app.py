@@ -22,6 +22,7 @@ from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, write_config
 from flowport.idempotency import Idempotency
 from flowport.jobs import Jobs, open_jobs
+from flowport.metrics import Metrics, prepare_workers_dir, start_exporter
 from flowport.outbound import FetchPolicy, Outbound
 from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica, reap
@@ -83,6 +84,7 @@ class FlowportServer:
     jobs: Jobs
     outbound: Outbound
     llm: LlmClient | None
+    metrics: Metrics
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
@@ -143,9 +145,11 @@ async def create_server(
     if prepare:
         await prepare_database(settings)
     db = Database.connect(settings.resolved_database_url)
-    services, jobs, outbound, llm = await _assemble(settings, db)
-    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT.
-    handlers = LenientHandlers()
+    metrics = Metrics()
+    services, jobs, outbound, llm = await _assemble(settings, db, metrics)
+    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, and
+    # count their calls.
+    handlers = LenientHandlers(metrics)
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),
@@ -181,11 +185,12 @@ async def create_server(
         jobs=jobs,
         outbound=outbound,
         llm=llm,
+        metrics=metrics,
     )
 
 
 async def _assemble(
-    settings: Settings, db: Database
+    settings: Settings, db: Database, metrics: Metrics
 ) -> tuple[Services, Jobs, Outbound, LlmClient | None]:
     """The service's parts, wired once, this process registered as a replica, and its jobs
     (background runs, webhook deliveries) begun."""
@@ -199,7 +204,7 @@ async def _assemble(
         grace_s=settings.shutdown_grace_s,
         lease_s=settings.run_lease_s,
     )
-    llm = create_llm_client(settings)
+    llm = create_llm_client(settings, on_usage=metrics.llm_usage)
     # Fetched files and http nodes: one client, so their connections are reused.
     outbound = Outbound(FetchPolicy.from_settings(settings))
     notices = Notices()
@@ -218,12 +223,17 @@ async def _assemble(
         outbound=outbound,
         jobs=jobs,
         on_logged=logged,
+        metrics=metrics,
     )
     services = Services(
         settings=settings,
         db=db,
         auth=Authenticator(db),
-        limiter=RateLimiter(settings, replicas=lambda: replica.live_count),
+        limiter=RateLimiter(
+            settings,
+            replicas=lambda: replica.live_count,
+            on_limited=metrics.rate_limited.inc,
+        ),
         catalog=runs.catalog,
         admission=runs.admission,
         execution=runs.execution,
@@ -273,6 +283,7 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         return await _supervise(settings, workers)
     async with _stop_signals() as stop:
         flowport = await create_server(settings, prepare=False)
+        exporter = start_exporter(settings, flowport.metrics.registry)
         _tune_garbage_collector()
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
@@ -291,6 +302,8 @@ async def serve(settings: Settings, *, workers: int = 1) -> int:
         log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
         await flowport.stop(settings.shutdown_grace_s)
         await envoy.stop()
+        if exporter is not None:
+            exporter.stop()
         return code
 
 
@@ -302,7 +315,7 @@ def _announce(settings: Settings, grpc_ports: list[int]) -> None:
     database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
     log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
     log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
-    log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+    log.info("Envoy admin on http://%s:%d", settings.admin_host, settings.admin_port)
     log.info("database %s", database)
 
 
@@ -321,7 +334,10 @@ async def _supervise(settings: Settings, workers: int) -> int:
     """Starts the workers, then Envoy in front of them; on a signal (or a child's exit) the
     workers drain, then Envoy stops."""
     ports = [settings.grpc_port + n for n in range(workers)]
+    # Set before the workers start: they inherit it, and count into files there.
+    workers_dir = prepare_workers_dir() if settings.metrics_port else None
     async with _stop_signals() as stop:
+        exporter = start_exporter(settings, None, workers_dir=workers_dir)
         children = [await _start_worker(port) for port in ports]
         envoy: EnvoyProcess | None = None
         code = 0
@@ -349,8 +365,13 @@ async def _supervise(settings: Settings, workers: int) -> int:
         finally:
             log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
             await asyncio.gather(*(_stop_worker(c, settings.shutdown_grace_s) for c in children))
+            if exporter is not None:
+                for child in children:
+                    exporter.worker_gone(child.pid)
             if envoy is not None:
                 await envoy.stop()
+            if exporter is not None:
+                exporter.stop()
         return code
 
 
