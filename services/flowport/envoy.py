@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from flowport.routes import lua_table, rest_routes
 from flowport.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ def render_config(
     )
 
 
+def lua_source(descriptor_set: bytes) -> str:
+    """envoy/flowport.lua, preceded by the table of REST routes and the query parameters each
+    takes, read from the descriptor set the transcoder uses: one source for both."""
+    routes = rest_routes(descriptor_set, TRANSCODED_SERVICES)
+    filter_code = resources.files(CONFIG_PACKAGE).joinpath("flowport.lua").read_text()
+    return lua_table(routes) + "\n" + filter_code
+
+
 def config_dir(settings: Settings) -> Path:
     return settings.data_dir / "envoy"
 
@@ -76,7 +85,7 @@ def write_config(settings: Settings, *, grpc_ports: list[int]) -> Path:
     descriptor = out / name
     descriptor.write_bytes(resources.files(package).joinpath(name).read_bytes())
     lua = out / "flowport.lua"
-    lua.write_text(resources.files(CONFIG_PACKAGE).joinpath("flowport.lua").read_text())
+    lua.write_text(lua_source(descriptor.read_bytes()))
     config = out / "envoy.yaml"
     config.write_text(
         render_config(
