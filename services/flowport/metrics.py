@@ -7,7 +7,6 @@ fresh folder for them, and the supervisor serves their sum (docs/observability.m
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -24,8 +23,6 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from flowport.engine.llm import TokenUsage
 from flowport.settings import Settings
-
-log = logging.getLogger(__name__)
 
 # Read by prometheus-client when a worker creates its first metric: values go to files there.
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -236,5 +233,4 @@ def start_exporter(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({error}); "
             "set FLOWPORT_METRICS_PORT to a free port, or to 0 for none"
         ) from error
-    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     return Exporter(server=server, thread=thread, multiproc_dir=workers_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flowport.admission import Admission
 from flowport.background import BackgroundRuns
@@ -21,6 +22,9 @@ from flowport.policy import ContentPolicy
 from flowport.settings import Settings
 from flowport.storage import Database, Recorder
 from flowport.webhooks import Deliveries, WebhookPolicy
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class RunPath:
         on_logged: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> RunPath:
         """`on_logged(run_ids)` after each commit that grew those runs' logs. Without
         `metrics`, the run path counts into a registry of its own that nobody serves."""
@@ -86,6 +91,7 @@ class RunPath:
             resume_s=settings.stream_resume_s,
             webhooks=webhooks,
             metrics=metrics,
+            tracer=tracer,
         )
         background = BackgroundRuns(
             db=db,

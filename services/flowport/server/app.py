@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,6 +40,7 @@ from flowport.server.webhooks import WebhooksServicer
 from flowport.server.workflows import WorkflowsServicer
 from flowport.settings import Settings
 from flowport.storage import Database
+from flowport.tracing import start_tracing, stop_tracing
 from flowport.v1 import (
     flowai_pb2,
     flowai_pb2_grpc,
@@ -56,6 +58,9 @@ from flowport.v1 import (
     workflows_pb2_grpc,
 )
 from flowport.webhooks import DELIVER
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,7 @@ class FlowportServer:
     outbound: Outbound
     llm: LlmClient | None
     metrics: Metrics
+    tracer: Tracer | None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
@@ -100,6 +106,7 @@ class FlowportServer:
         if self.llm is not None:
             await self.llm.aclose()
         await self.services.db.dispose()
+        stop_tracing(self.tracer)
 
 
 async def prepare_database(settings: Settings) -> None:
@@ -146,10 +153,12 @@ async def create_server(
         await prepare_database(settings)
     db = Database.connect(settings.resolved_database_url)
     metrics = Metrics()
-    services, jobs, outbound, llm = await _assemble(settings, db, metrics)
-    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, and
-    # count their calls.
-    handlers = LenientHandlers(metrics)
+    # Before any outbound HTTP session is made: those made after are instrumented.
+    tracer = start_tracing()
+    services, jobs, outbound, llm = await _assemble(settings, db, metrics, tracer)
+    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, count
+    # their calls and, with traces on, continue the caller's trace.
+    handlers = LenientHandlers(metrics, tracer)
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),
@@ -186,11 +195,12 @@ async def create_server(
         outbound=outbound,
         llm=llm,
         metrics=metrics,
+        tracer=tracer,
     )
 
 
 async def _assemble(
-    settings: Settings, db: Database, metrics: Metrics
+    settings: Settings, db: Database, metrics: Metrics, tracer: Tracer | None
 ) -> tuple[Services, Jobs, Outbound, LlmClient | None]:
     """The service's parts, wired once, this process registered as a replica, and its jobs
     (background runs, webhook deliveries) begun."""
@@ -224,6 +234,7 @@ async def _assemble(
         jobs=jobs,
         on_logged=logged,
         metrics=metrics,
+        tracer=tracer,
     )
     services = Services(
         settings=settings,
@@ -316,6 +327,8 @@ def _announce(settings: Settings, grpc_ports: list[int]) -> None:
     log.info("REST and gRPC on http://%s:%d (Envoy)", host, settings.http_port)
     log.info("gRPC service on %s:%s (%d worker%s)", host, ports, workers, "s"[: workers - 1])
     log.info("Envoy admin on http://%s:%d", settings.admin_host, settings.admin_port)
+    if settings.metrics_port:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     log.info("database %s", database)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -18,6 +18,10 @@ from google.protobuf.message import DecodeError
 from flowport.errors import InvalidArgument
 from flowport.metrics import GrpcCall, Metrics
 from flowport.server.status import abort
+from flowport.tracing import traced_streaming, traced_unary
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 UNDECODABLE = (
     "the request could not be decoded: a JSON body nested too deeply, or text in the body "
@@ -110,8 +114,9 @@ class LenientHandlers(grpc.GenericRpcHandler):
     blocking run for a lookup that never changes. For the same reason the gRPC server
     metrics (grpc_server_*) are counted here, in the one wrapper each method has."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, tracer: Tracer | None = None) -> None:
         self._metrics = metrics
+        self._tracer = tracer
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._unnamed: list[object] = []
 
@@ -127,7 +132,7 @@ class LenientHandlers(grpc.GenericRpcHandler):
             figures = None
             if self._metrics is not None:
                 figures = self._metrics.grpc_call(method, streaming=handler.response_streaming)
-            self._handlers[method] = _wrapped(handler, figures)
+            self._handlers[method] = _wrapped(handler, figures, self._tracer, method)
         if self._unnamed:
             self._unnamed.pop()
 
@@ -144,18 +149,27 @@ class LenientHandlers(grpc.GenericRpcHandler):
         server.add_generic_rpc_handlers((self,))
 
 
-def _wrapped(handler: grpc.RpcMethodHandler, figures: GrpcCall | None) -> grpc.RpcMethodHandler:
+def _wrapped(
+    handler: grpc.RpcMethodHandler, figures: GrpcCall | None, tracer: Tracer | None, method: str
+) -> grpc.RpcMethodHandler:
     if handler.request_streaming or handler.request_deserializer is None:
         return handler
     deserializer = _lenient(handler.request_deserializer)
     if handler.response_streaming:
+        behavior = handler.unary_stream
+        if tracer is not None:
+            # Inside the metrics' wrapper: a span per call only when traces are on.
+            behavior = traced_streaming(behavior, tracer, method)
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, figures),
+            _streaming(behavior, figures),
             request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
+    behavior = handler.unary_unary
+    if tracer is not None:
+        behavior = traced_unary(behavior, tracer, method)
     return grpc.unary_unary_rpc_method_handler(
-        _unary(handler.unary_unary, figures),
+        _unary(behavior, figures),
         request_deserializer=deserializer,
         response_serializer=handler.response_serializer,
     )
