@@ -316,7 +316,7 @@ class Execution:
             cancelled = _cancelled(run, reason, started)
             yield await self._record(run, cancelled, nodes, frames.batch([cancelled]), frames)
         finally:
-            metrics.active_runs.dec()
+            metrics.run_left()
             del self._active[run.run_id]
             if active.abandon is not None:
                 active.abandon.cancel()

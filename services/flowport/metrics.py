@@ -11,7 +11,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from flowport.engine.llm import TokenUsage
 from flowport.settings import Settings
@@ -32,18 +35,27 @@ RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 
 NODE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 GRPC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 TOKEN_KINDS = ("prompt", "completion", "reasoning")
+# How often a worker of `--workers` brings its metrics' files up to date.
+SYNC_EVERY_S = 1.0
 
 
 class Metrics:
     """The service's figures, in a registry of its own (docs/observability.md lists them).
 
+    The run path only adds to plain numbers, kept by label values (`_tally`, `_observe`):
+    a run costs a few dictionary additions, not a lock per figure as prometheus-client's
+    metrics take. `sync` brings those metrics up to date from the tallies: before each
+    scrape of this process's registry, and, with `--workers`, every `SYNC_EVERY_S` from
+    a thread of each worker's (`sync_in_background`), the supervisor reading their files.
+
     Labels are bounded: workflow ids (an account owns a bounded set, and a workflow that
     is not published runs nothing), node types, statuses, models as configured, gRPC
-    methods and codes; never run ids, keys or paths. A metric's labelled children are
-    looked up once per label values and kept, so that a run costs a few increments."""
+    methods and codes; never run ids, keys or paths."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or CollectorRegistry()
+        # Registered first, so that a scrape syncs before the metrics are read.
+        self.registry.register(_SyncBeforeCollecting(self))
         r = self.registry
         self.runs_started = Counter(
             "flowport_runs_started", "Runs started", ["workflow_id", "mode"], registry=r
@@ -75,10 +87,7 @@ class Metrics:
             "flowport_rate_limited_calls", "Calls refused by a key's rate limit (429)", registry=r
         )
         self.active_runs = Gauge(
-            "flowport_active_runs",
-            "Runs executing now",
-            registry=r,
-            multiprocess_mode="livesum",
+            "flowport_active_runs", "Runs executing now", registry=r, multiprocess_mode="livesum"
         )
         self.open_streams = Gauge(
             "flowport_open_streams",
@@ -112,76 +121,157 @@ class Metrics:
             buckets=GRPC_BUCKETS,
             registry=r,
         )
-        self._children: dict[tuple[object, ...], Any] = {}
+        # (metric, *label values) -> its total: counters and gauges.
+        self._tallies: dict[tuple[Any, ...], float] = {}
+        # (histogram, *label values) -> counts per bucket (the last one +Inf), then the sum.
+        self._histograms: dict[tuple[Any, ...], list[float]] = {}
+        # What `sync` last brought the metrics to.
+        self._synced: dict[tuple[Any, ...], Any] = {}
+        self._sync_lock = threading.Lock()
 
-    def _child(self, metric: Any, *values: str) -> Any:
-        key = (metric, *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+    # -- counting: the run path's side, on the event loop ---------------------------------
+
+    def _tally(self, key: tuple[Any, ...], amount: float = 1) -> None:
+        tallies = self._tallies
+        tallies[key] = tallies.get(key, 0) + amount
+
+    def _observe(self, key: tuple[Any, ...], buckets: tuple[float, ...], amount: float) -> None:
+        counts = self._histograms.get(key)
+        if counts is None:
+            counts = self._histograms[key] = [0.0] * (len(buckets) + 2)
+        # The first bucket whose bound is >= amount, as Prometheus' `le` has it.
+        counts[bisect_left(buckets, amount)] += 1
+        counts[-1] += amount
 
     def run_started(self, workflow_id: str, mode: str) -> None:
-        self._child(self.runs_started, workflow_id, mode).inc()
-        self.active_runs.inc()
+        self._tally((self.runs_started, workflow_id, mode))
+        self._tally((self.active_runs,))
 
     def run_ended(self, workflow_id: str, status: str, seconds: float) -> None:
-        """Once per run, as its outcome is recorded; `active_runs` goes down as it leaves."""
-        self._child(self.runs_ended, workflow_id, status).inc()
-        self._child(self.run_duration, workflow_id).observe(seconds)
+        """Once per run, as its outcome is recorded; `run_left` as it leaves."""
+        self._tally((self.runs_ended, workflow_id, status))
+        self._observe((self.run_duration, workflow_id), RUN_BUCKETS, seconds)
+
+    def run_left(self) -> None:
+        self._tally((self.active_runs,), -1)
 
     def node_finished(self, node_type: str, status: str, seconds: float) -> None:
         if status != "skipped":
-            self._child(self.node_duration, node_type, status).observe(seconds)
+            self._observe((self.node_duration, node_type, status), NODE_BUCKETS, seconds)
 
     def llm_usage(self, model: str, usage: TokenUsage) -> None:
         """One LLM call's tokens, counted once from the usage the provider reports."""
         for kind in TOKEN_KINDS:
             count = usage[f"{kind}_tokens"]  # type: ignore[literal-required]
             if count:
-                self._child(self.tokens, model, kind).inc(count)
+                self._tally((self.tokens, model, kind), count)
+
+    def rate_limited_call(self) -> None:
+        self._tally((self.rate_limited,))
 
     def webhook_delivery(self, outcome: str) -> None:
-        self._child(self.webhook_deliveries, outcome).inc()
+        self._tally((self.webhook_deliveries, outcome))
 
     def grpc_call(self, method: str, *, streaming: bool) -> GrpcCall:
-        """The figures of one method's calls (`/package.Service/Method`), made once per
+        """The counting of one method's calls (`/package.Service/Method`), made once per
         method."""
-        service, name = method.lstrip("/").rsplit("/", 1)
-        kind = "server_stream" if streaming else "unary"
-        return GrpcCall(
-            self.grpc_started.labels(kind, service, name),
-            self.grpc_handling.labels(kind, service, name),
-            lambda code: self.grpc_handled.labels(kind, service, name, code.name),
-            self.open_streams.labels(name) if streaming else None,
-        )
+        return GrpcCall(self, method, streaming=streaming)
+
+    # -- syncing: prometheus-client's metrics brought up to date ---------------------------
+
+    def sync(self) -> None:
+        """Adds to each metric what its tally gained since the last sync. Any thread: the
+        event loop's thread alone writes the tallies, and each is read in one copy."""
+        with self._sync_lock:
+            for key, total in list(self._tallies.items()):
+                if total != self._synced.get(key, 0):
+                    metric = _child(key)
+                    if isinstance(metric, Gauge):
+                        metric.set(total)
+                    else:
+                        metric.inc(total - self._synced.get(key, 0))
+                    self._synced[key] = total
+            for key, counts in list(self._histograms.items()):
+                now = list(counts)
+                before = self._synced.get(key) or [0.0] * len(now)
+                if now == before:
+                    continue
+                histogram = _child(key)
+                # prometheus-client has no call that adds n observations to a bucket; its
+                # children's values do (tests/unit/test_metrics.py holds the two equal).
+                for bucket, (new, old) in enumerate(zip(now[:-1], before[:-1], strict=True)):
+                    if new != old:
+                        histogram._buckets[bucket].inc(new - old)
+                histogram._sum.inc(now[-1] - before[-1])
+                self._synced[key] = now
+
+    def sync_in_background(self, every_s: float = SYNC_EVERY_S) -> Callable[[], None]:
+        """Syncs every `every_s` from a thread of its own (a worker of `--workers`, whose
+        files the supervisor reads); returns what stops it, after a last sync."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                self.sync()
+
+        thread = threading.Thread(target=loop, name="flowport-metrics-sync", daemon=True)
+        thread.start()
+
+        def stopped() -> None:
+            stop.set()
+            thread.join(timeout=5)
+            self.sync()
+
+        return stopped
+
+
+def _child(key: tuple[Any, ...]) -> Any:
+    """The metric, or its child of the label values, a tally's key names."""
+    metric, *labels = key
+    return metric.labels(*labels) if labels else metric
+
+
+class _SyncBeforeCollecting(Collector):
+    """Syncs the metrics when the registry is collected (a scrape); holds no metric."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.sync()
+        return ()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
 
 
 class GrpcCall:
-    """One method's labelled children of the gRPC metrics; a status code's made when first
-    seen, so that codes a method never returns are no series."""
+    """The counting of one method's calls, its label values resolved once."""
 
-    __slots__ = ("_handled", "_make_handled", "handling", "open_streams", "started")
+    __slots__ = ("_handled", "_handling", "_labels", "_metrics", "_started", "_streams")
 
-    def __init__(
-        self,
-        started: Any,
-        handling: Any,
-        make_handled: Callable[[grpc.StatusCode], Any],
-        open_streams: Any,
-    ) -> None:
-        self.started = started
-        self.handling = handling
-        self.open_streams = open_streams
-        self._make_handled = make_handled
-        self._handled: dict[grpc.StatusCode, Any] = {}
+    def __init__(self, metrics: Metrics, method: str, *, streaming: bool) -> None:
+        service, name = method.lstrip("/").rsplit("/", 1)
+        self._metrics = metrics
+        self._labels = ("server_stream" if streaming else "unary", service, name)
+        self._started = (metrics.grpc_started, *self._labels)
+        self._handling = (metrics.grpc_handling, *self._labels)
+        self._streams = (metrics.open_streams, name) if streaming else None
+        self._handled: dict[grpc.StatusCode, tuple[Any, ...]] = {}
+
+    def started(self) -> None:
+        self._metrics._tally(self._started)
+        if self._streams is not None:
+            self._metrics._tally(self._streams)
 
     def handled(self, code: grpc.StatusCode, seconds: float) -> None:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled[code] = self._make_handled(code)
-        child.inc()
-        self.handling.observe(seconds)
+        key = self._handled.get(code)
+        if key is None:
+            key = self._handled[code] = (self._metrics.grpc_handled, *self._labels, code.name)
+        self._metrics._tally(key)
+        self._metrics._observe(self._handling, GRPC_BUCKETS, seconds)
+        if self._streams is not None:
+            self._metrics._tally(self._streams, -1)
 
 
 @dataclass

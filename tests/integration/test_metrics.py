@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -174,9 +174,12 @@ def test_with_two_workers_both_workers_runs_are_counted(
         counts = _requests_per_worker(two_workers)
         # Both took runs: a figure from one of them alone would be short of 10.
         assert len(counts) == 2 and all(count > 0 for count in counts.values()), counts
-        samples = scrape(two_workers)
+        # Each worker brings its files up to date every second.
+        samples = settled(
+            two_workers,
+            lambda s: value(s, "flowport_runs_ended_total", workflow_id=bmi) == 10,
+        )
         assert value(samples, "flowport_runs_started_total", workflow_id=bmi) == 10
-        assert value(samples, "flowport_runs_ended_total", workflow_id=bmi) == 10
         assert value(samples, "grpc_server_handled_total", grpc_method="RunWorkflow") == 10
         assert value(samples, "flowport_active_runs") == 0
 
@@ -189,16 +192,22 @@ def test_with_two_workers_both_workers_runs_are_counted(
         reader.start()
         try:
             assert fake_llm.wait_for_tokens(1)
-            held = scrape(two_workers)
-            assert value(held, "flowport_active_runs") == 1
+            held = settled(two_workers, lambda s: value(s, "flowport_active_runs") == 1)
             assert value(held, "flowport_open_streams", grpc_method="RunWorkflow") == 1
         finally:
             fake_llm.release()
             reader.join(timeout=30)
         assert streamed and streamed[0][-1][0] == "output"
-        ended = wait_for(
-            lambda: (s := scrape(two_workers)) and value(s, "flowport_active_runs") == 0 and s,
-            what="the stream's end in the figures",
-        )
+        ended = settled(two_workers, lambda s: value(s, "flowport_active_runs") == 0)
         assert value(ended, "flowport_open_streams") == 0
         assert value(ended, "flowport_runs_ended_total", workflow_id=chat, status="succeeded") == 1
+
+
+def settled(stack: Stack, condition: Callable[[Samples], bool]) -> Samples:
+    """The first scrape that meets `condition`."""
+
+    def scraped() -> Samples | None:
+        samples = scrape(stack)
+        return samples if condition(samples) else None
+
+    return wait_for(scraped, timeout_s=10, what="the workers' figures")

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,12 @@ from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, write_config
 from flowport.idempotency import Idempotency
 from flowport.jobs import Jobs, open_jobs
-from flowport.metrics import Metrics, prepare_workers_dir, start_exporter
+from flowport.metrics import (
+    MULTIPROC_DIR_VARIABLE,
+    Metrics,
+    prepare_workers_dir,
+    start_exporter,
+)
 from flowport.outbound import FetchPolicy, Outbound
 from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica, reap
@@ -91,6 +97,8 @@ class FlowportServer:
     llm: LlmClient | None
     metrics: Metrics
     tracer: Tracer | None
+    # A worker of `--workers` syncs its metrics' files from a thread; stopping it syncs last.
+    stop_metrics_sync: Callable[[], None] | None = None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
@@ -107,6 +115,8 @@ class FlowportServer:
             await self.llm.aclose()
         await self.services.db.dispose()
         stop_tracing(self.tracer)
+        if self.stop_metrics_sync is not None:
+            self.stop_metrics_sync()
 
 
 async def prepare_database(settings: Settings) -> None:
@@ -196,6 +206,9 @@ async def create_server(
         llm=llm,
         metrics=metrics,
         tracer=tracer,
+        stop_metrics_sync=(
+            metrics.sync_in_background() if os.environ.get(MULTIPROC_DIR_VARIABLE) else None
+        ),
     )
 
 
@@ -243,7 +256,7 @@ async def _assemble(
         limiter=RateLimiter(
             settings,
             replicas=lambda: replica.live_count,
-            on_limited=metrics.rate_limited.inc,
+            on_limited=metrics.rate_limited_call,
         ),
         catalog=runs.catalog,
         admission=runs.admission,

@@ -48,7 +48,7 @@ def _unary(
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if figures is not None:
-            figures.started.inc()
+            figures.started()
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
         try:
@@ -79,8 +79,7 @@ def _streaming(
     # this delegates message by message (about a microsecond each).
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if figures is not None:
-            figures.started.inc()
-            figures.open_streams.inc()
+            figures.started()
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
         try:
@@ -99,7 +98,6 @@ def _streaming(
             raise
         finally:
             if figures is not None:
-                figures.open_streams.dec()
                 figures.handled(code, time.perf_counter() - started)
 
     return handle
