@@ -148,8 +148,10 @@ class _Run:
         self.final_output = ""
         self.usage: TokenUsage | None = None
         self.tracer = tracer
-        # Chosen once: without traces a node costs no span nor any check for one.
-        self._node = self._run_node if tracer is None else self._run_traced_node
+        # Chosen once: without traces a node costs no span nor any check for one. The
+        # class's function, not a bound method: that would tie the run to itself in a
+        # cycle, and keep all it holds alive until the garbage collector's next pass.
+        self._node = _Run._run_node if tracer is None else _Run._run_traced_node
 
     async def drive(self) -> None:
         started = time.perf_counter()
@@ -209,10 +211,10 @@ class _Run:
                 elif running == 0 and not ready:
                     # The only node that can run now (a chain's usual case): awaited here,
                     # which costs no task, and cancels the same way.
-                    await self._node(node_id)
+                    await self._node(self, node_id)
                     done(node_id)
                 else:
-                    nodes.create_task(self._node(node_id, finished), name=node_id)
+                    nodes.create_task(self._node(self, node_id, finished), name=node_id)
                     running += 1
 
     def _reached(self, node_id: str) -> bool:
