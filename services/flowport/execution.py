@@ -280,7 +280,6 @@ class Execution:
                         checked.append(event)
                         if isinstance(event, NodeFinished):
                             nodes.append(_node_record(event))
-                            metrics.node_finished(event.type, event.status, event.time_spend)
                         elif isinstance(event, RunSucceeded | RunFailed):
                             outcome = event
                             break
@@ -382,7 +381,7 @@ class Execution:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
             error_code = statuses.of(outcome.error).rest
-        self._metrics.run_ended(run.workflow_id, status, outcome.total_time)
+        self._metrics.run_ended(run.workflow_id, status, outcome.total_time, nodes)
         turn = None
         if isinstance(outcome, RunSucceeded) and run.turn_text is not None:
             turn = (run.account_id, run.session_id, run.turn_text, outcome.output)

@@ -15,10 +15,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -26,6 +25,12 @@ from prometheus_client.registry import Collector
 
 from flowport.engine.llm import TokenUsage
 from flowport.settings import Settings
+
+if TYPE_CHECKING:
+    # Types only: the run path counts without loading gRPC (the bench runs it without).
+    import grpc
+
+    from flowport.storage import NodeRunRecord
 
 # Read by prometheus-client when a worker creates its first metric: values go to files there.
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -125,6 +130,7 @@ class Metrics:
         self._tallies: dict[tuple[Any, ...], float] = {}
         # (histogram, *label values) -> counts per bucket (the last one +Inf), then the sum.
         self._histograms: dict[tuple[Any, ...], list[float]] = {}
+        self._active_runs = 0
         # What `sync` last brought the metrics to.
         self._synced: dict[tuple[Any, ...], Any] = {}
         self._sync_lock = threading.Lock()
@@ -143,21 +149,38 @@ class Metrics:
         counts[bisect_left(buckets, amount)] += 1
         counts[-1] += amount
 
-    def run_started(self, workflow_id: str, mode: str) -> None:
-        self._tally((self.runs_started, workflow_id, mode))
-        self._tally((self.active_runs,))
+    # The three below run once per run, on every run: written out rather than through
+    # `_tally` and `_observe`, whose calls cost as much as the counting.
 
-    def run_ended(self, workflow_id: str, status: str, seconds: float) -> None:
-        """Once per run, as its outcome is recorded; `run_left` as it leaves."""
-        self._tally((self.runs_ended, workflow_id, status))
+    def run_started(self, workflow_id: str, mode: str) -> None:
+        tallies = self._tallies
+        key = (self.runs_started, workflow_id, mode)
+        tallies[key] = tallies.get(key, 0) + 1
+        self._active_runs += 1
+
+    def run_ended(
+        self, workflow_id: str, status: str, seconds: float, nodes: Iterable[NodeRunRecord]
+    ) -> None:
+        """Once per run, as its outcome is recorded, with its nodes (skipped ones took no
+        time of their own, and are not counted); `run_left` as it leaves."""
+        tallies = self._tallies
+        key = (self.runs_ended, workflow_id, status)
+        tallies[key] = tallies.get(key, 0) + 1
         self._observe((self.run_duration, workflow_id), RUN_BUCKETS, seconds)
+        histograms = self._histograms
+        node_duration = self.node_duration
+        for node in nodes:
+            if node.status == "skipped":
+                continue
+            node_key = (node_duration, node.node_type, node.status)
+            counts = histograms.get(node_key)
+            if counts is None:
+                counts = histograms[node_key] = [0.0] * (len(NODE_BUCKETS) + 2)
+            counts[bisect_left(NODE_BUCKETS, node.time_spend)] += 1
+            counts[-1] += node.time_spend
 
     def run_left(self) -> None:
-        self._tally((self.active_runs,), -1)
-
-    def node_finished(self, node_type: str, status: str, seconds: float) -> None:
-        if status != "skipped":
-            self._observe((self.node_duration, node_type, status), NODE_BUCKETS, seconds)
+        self._active_runs -= 1
 
     def llm_usage(self, model: str, usage: TokenUsage) -> None:
         """One LLM call's tokens, counted once from the usage the provider reports."""
@@ -204,6 +227,7 @@ class Metrics:
                         histogram._buckets[bucket].inc(new - old)
                 histogram._sum.inc(now[-1] - before[-1])
                 self._synced[key] = now
+            self.active_runs.set(self._active_runs)
 
     def sync_in_background(self, every_s: float = SYNC_EVERY_S) -> Callable[[], None]:
         """Syncs every `every_s` from a thread of its own (a worker of `--workers`, whose

@@ -3,13 +3,30 @@ metrics: what a scrape shows must be what observing each figure directly would h
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from flowport.metrics import NODE_BUCKETS, RUN_BUCKETS, Metrics
+from flowport.storage import NodeRunRecord
 
 # Below, on and above bucket bounds, and past the last one.
 DURATIONS = (0.0, 0.0005, 0.0007, 0.001, 0.3, 1, 299.9, 300, 1e6)
+
+
+def node(node_type: str, status: str, seconds: float) -> NodeRunRecord:
+    return NodeRunRecord(
+        node_id="n",
+        node_type=node_type,
+        name="n",
+        status=status,
+        started_at=datetime.now(UTC),
+        time_spend=seconds,
+        inputs=None,
+        output=None,
+        error=None,
+    )
 
 
 def exposition(registry: CollectorRegistry) -> list[str]:
@@ -31,12 +48,11 @@ def test_synced_histograms_equal_observed_ones() -> None:
         "flowport_run_duration_seconds", "", ["workflow_id"], buckets=RUN_BUCKETS, registry=direct
     )
     for seconds in DURATIONS:
-        metrics.node_finished("llm", "succeeded", seconds)
-        nodes.labels("llm", "succeeded").observe(seconds)
-        metrics.run_ended("wf_a", "failed", seconds)
+        ran = [node("llm", "succeeded", seconds), node("in", "skipped", 0.0)]
+        metrics.run_ended("wf_a", "failed", seconds, ran)
         runs.labels("wf_a").observe(seconds)
-    # A skipped node took no time of its own: not counted.
-    metrics.node_finished("llm", "skipped", 0.0)
+        # A skipped node took no time of its own: not counted.
+        nodes.labels("llm", "succeeded").observe(seconds)
     shown = exposition(metrics.registry)
     for line in exposition(direct):
         assert line in shown
