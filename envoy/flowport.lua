@@ -1,5 +1,54 @@
 -- Listed before the gRPC-JSON transcoder, so it sees requests before transcoding and
 -- responses after it. It touches headers only: reading a body would buffer SSE streams.
+-- flowport.envoy writes it preceded by ROUTES, the REST routes and the query parameters
+-- each takes, read from the protos' google.api.http annotations (flowport.routes).
+
+-- A query parameter's name as the transcoder reads it: %XX decoded.
+local function unescape(text)
+  return (string.gsub(text, "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- A name shown in an error as sent, any character but letters, digits and `_.-%` encoded:
+-- LinkAI's reply puts it in JSON that Envoy cannot escape.
+local function shown(name)
+  return (string.gsub(name, "[^%w_.%-%%]", function(char)
+    return string.format("%%%02X", string.byte(char))
+  end))
+end
+
+-- The transcoder sets any request field from a query parameter of its name, so that
+-- `?workflow_id=B` would run B on B's path of A. Only the parameters a route documents pass;
+-- the message refusing any other, or nil. Unknown paths pass (the transcoder answers 404).
+local function query_refusal(method, path)
+  local mark = string.find(path, "?", 1, true)
+  if mark == nil then
+    return nil
+  end
+  local route_path = string.sub(path, 1, mark - 1)
+  for _, route in ipairs(ROUTES) do
+    if route.method == method and string.find(route_path, route.pattern) then
+      for pair in string.gmatch(string.sub(path, mark + 1), "[^&]+") do
+        local raw = string.match(pair, "^[^=]*")
+        if not route.query[unescape(raw)] then
+          local taken = {}
+          for name, _ in pairs(route.query) do
+            table.insert(taken, name)
+          end
+          table.sort(taken)
+          local accepted = #taken == 0 and "no query parameters" or table.concat(taken, ", ")
+          return string.format(
+            "query parameter %s is not accepted by %s %s (it takes %s)",
+            shown(raw), method, route.template, accepted
+          )
+        end
+      end
+      return nil
+    end
+  end
+  return nil
+end
 
 -- Tells the service whether a call came in as REST/JSON (transcoded) or as native gRPC,
 -- so that errors can be rendered for the surface the client speaks.
@@ -21,6 +70,11 @@ function envoy_on_request(handle)
     headers:remove("x-flowport-surface")
   else
     headers:replace("x-flowport-surface", "rest")
+    local refusal = query_refusal(headers:get(":method"), headers:get(":path"))
+    if refusal ~= nil then
+      -- A local reply: local_reply_config puts it in the route's own error body.
+      handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refusal)
+    end
   end
 end
 

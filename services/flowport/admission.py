@@ -51,6 +51,8 @@ class PreparedRun:
     run_id: str
     account_id: str
     session_id: str
+    # The workflow's id (its metrics are counted by it).
+    workflow_id: str
     workflow: CompiledWorkflow
     inputs: dict[str, Any]
     # What workflow nodes of this run execute: the owning account's workflows.
@@ -185,6 +187,7 @@ class Admission:
             run_id=run_id,
             account_id=principal.account_id,
             session_id=session_id,
+            workflow_id=workflow.workflow_id,
             workflow=workflow.compiled,
             inputs=inputs,
             load_workflow=self._catalog.loader(workflow.account_id),

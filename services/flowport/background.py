@@ -90,6 +90,7 @@ class BackgroundRuns:
             run_id=record.id,
             account_id=record.account_id,
             session_id=record.session_id or "",
+            workflow_id=workflow.workflow_id,
             workflow=workflow.compiled,
             inputs=inputs,
             load_workflow=self._catalog.loader(workflow.account_id),

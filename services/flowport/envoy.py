@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from flowport.routes import lua_table, rest_routes
 from flowport.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def render_config(
     return env.from_string(template).render(
         host=settings.host,
         http_port=settings.http_port,
+        admin_host=settings.admin_host,
         admin_port=settings.admin_port,
         upstreams=upstreams,
         # Names (a Kubernetes Service, a headless one for every pod) are resolved, and
@@ -111,6 +113,14 @@ def _files(**paths: Path | None) -> dict[str, str] | None:
     return {name: str(path.absolute()) for name, path in paths.items() if path is not None}
 
 
+def lua_source(descriptor_set: bytes) -> str:
+    """envoy/flowport.lua, preceded by the table of REST routes and the query parameters each
+    takes, read from the descriptor set the transcoder uses: one source for both."""
+    routes = rest_routes(descriptor_set, TRANSCODED_SERVICES)
+    filter_code = resources.files(CONFIG_PACKAGE).joinpath(LUA_FILE).read_text()
+    return lua_table(routes) + "\n" + filter_code
+
+
 def config_dir(settings: Settings) -> Path:
     return settings.data_dir / "envoy"
 
@@ -136,8 +146,9 @@ def write_envoy_dir(
     out.mkdir(parents=True, exist_ok=True)
     mount = out.resolve() if mount_dir is None else mount_dir
     package, name = DESCRIPTOR_SET
-    (out / name).write_bytes(resources.files(package).joinpath(name).read_bytes())
-    (out / LUA_FILE).write_text(resources.files(CONFIG_PACKAGE).joinpath(LUA_FILE).read_text())
+    descriptor = out / name
+    descriptor.write_bytes(resources.files(package).joinpath(name).read_bytes())
+    (out / LUA_FILE).write_text(lua_source(descriptor.read_bytes()))
     config = out / "envoy.yaml"
     config.write_text(
         render_config(

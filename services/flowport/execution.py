@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowport import flowai, statuses
 from flowport.admission import PreparedRun
@@ -34,11 +34,15 @@ from flowport.engine import (
     execute,
 )
 from flowport.errors import Cancelled, ContentBlocked, FlowportError, NotFound
+from flowport.metrics import Metrics
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy, StreamWatch
 from flowport.run_log import Batch, LiveRun
 from flowport.storage import Database, LogEntry, NodeRunRecord, Recorder, get_run
 from flowport.webhooks import Deliveries
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,12 @@ class Execution:
         log_max_bytes: int,
         resume_s: float,
         webhooks: Deliveries | None = None,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics or Metrics()
+        self._tracer = tracer
         self._webhooks = webhooks
         self._recorder = recorder
         self._llm = llm
@@ -196,13 +204,37 @@ class Execution:
         finally:
             live.end()
 
-    async def batches(
-        self, run: PreparedRun, live: LiveRun | None = None
-    ) -> AsyncGenerator[Batch, None]:
+    def batches(self, run: PreparedRun, live: LiveRun | None = None) -> AsyncGenerator[Batch, None]:
         """The run's events as they happen, in the engine's batches. The outcome is recorded
         before the last batch is yielded, so a run acknowledged to the client is on record;
         a consumer that stops early (the client went away) leaves the run recorded as
         cancelled. `live`: the stream's batches, which followers here read."""
+        if self._tracer is None:
+            return self._batches(run, live)
+        return self._traced_batches(self._tracer, run, live)
+
+    async def _traced_batches(
+        self, tracer: Tracer, run: PreparedRun, live: LiveRun | None
+    ) -> AsyncGenerator[Batch, None]:
+        """`_batches` in the run's span, current while the engine runs, so that the nodes'
+        spans are its children (and it the child of the call's)."""
+        from opentelemetry.trace import StatusCode
+
+        attributes = {
+            "flowport.run_id": run.run_id,
+            "flowport.workflow_id": run.workflow_id,
+            "flowport.mode": run.mode,
+        }
+        with tracer.start_as_current_span("flowport run", attributes=attributes) as span:
+            async with aclosing(self._batches(run, live)) as batches:
+                async for batch in batches:
+                    if batch.events and isinstance(last := batch.events[-1], RunFailed):
+                        span.set_status(StatusCode.ERROR, last.error.message)
+                    yield batch
+
+    async def _batches(
+        self, run: PreparedRun, live: LiveRun | None = None
+    ) -> AsyncGenerator[Batch, None]:
         nodes: list[NodeRunRecord] = []
         recorded = False
         started = time.perf_counter()
@@ -214,6 +246,8 @@ class Execution:
         # A stream's frames are rendered and logged as they go; a blocking run has none (its
         # events are composed from its record when asked for: run_log.py).
         frames = _Frames(run.run_id, self._log_max_bytes, render=not run.blocking)
+        metrics = self._metrics
+        metrics.run_started(run.workflow_id, run.mode)
         try:
             async with aclosing(
                 execute(
@@ -229,6 +263,7 @@ class Execution:
                     # An active content policy watches each token as it comes, so that a
                     # blocked word stops the run before later nodes pass it on.
                     live=not run.blocking or self._policy.active,
+                    tracer=self._tracer,
                 )
             ) as stream:
                 async for events in stream:
@@ -281,6 +316,7 @@ class Execution:
             cancelled = _cancelled(run, reason, started)
             yield await self._record(run, cancelled, nodes, frames.batch([cancelled]), frames)
         finally:
+            metrics.run_left()
             del self._active[run.run_id]
             if active.abandon is not None:
                 active.abandon.cancel()
@@ -354,6 +390,7 @@ class Execution:
             status = "cancelled" if isinstance(outcome.error, Cancelled) else "failed"
             output, error, error_node = None, outcome.error.message, outcome.node_id
             error_code = statuses.of(outcome.error).rest
+        self._metrics.run_ended(run.workflow_id, status, outcome.total_time, nodes)
         turn = None
         if isinstance(outcome, RunSucceeded) and run.turn_text is not None:
             turn = (run.account_id, run.session_id, run.turn_text, outcome.output)

@@ -38,8 +38,16 @@ class RateLimiter:
     replicas too) allows its share of the limit, so a key's calls spread over them by the
     load balancer get the limit in all, not that many times it."""
 
-    def __init__(self, settings: Settings, *, replicas: Callable[[], int] = lambda: 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        replicas: Callable[[], int] = lambda: 1,
+        on_limited: Callable[[], object] = lambda: None,
+    ) -> None:
         self._rate = settings.rate_limit_per_key
+        # Told of each call refused (the metrics count them).
+        self._on_limited = on_limited
         self._replicas = replicas
         self._message = f"rate limited: at most {self._rate} requests per second for this key"
         self._item: limits.RateLimitItem | None = None
@@ -66,12 +74,14 @@ class RateLimiter:
                 return
             # One call's worth drains in shares/rate seconds; Retry-After counts whole ones.
             retry_after = max(1, math.ceil(self._shares / self._rate))
+            self._on_limited()
             raise RateLimited(self._message, retry_after_s=retry_after)
         assert self._item is not None  # set with _shared
         if await self._shared.hit(self._item, "key", key_id):
             return
         stats = await self._shared.get_window_stats(self._item, "key", key_id)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        self._on_limited()
         raise RateLimited(self._message, retry_after_s=retry_after)
 
     def _bucket(self, key_id: str) -> AsyncLimiter:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flowport.admission import Admission
 from flowport.background import BackgroundRuns
@@ -15,11 +16,15 @@ from flowport.engine import LlmClient
 from flowport.execution import Execution
 from flowport.idempotency import IDEMPOTENCY_WINDOW_S
 from flowport.jobs import Jobs
+from flowport.metrics import Metrics
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
 from flowport.settings import Settings
 from flowport.storage import Database, Recorder
 from flowport.webhooks import Deliveries, WebhookPolicy
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +48,12 @@ class RunPath:
         jobs: Jobs,
         on_logged: Callable[[list[str]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> RunPath:
-        """`on_logged(run_ids)` after each commit that grew those runs' logs."""
+        """`on_logged(run_ids)` after each commit that grew those runs' logs. Without
+        `metrics`, the run path counts into a registry of its own that nobody serves."""
+        metrics = metrics or Metrics()
         policy = ContentPolicy.from_file(settings.content_policy)
         catalog = Catalog(db, clock=clock)
         recorder = Recorder(db, on_logged=on_logged)
@@ -69,6 +78,7 @@ class RunPath:
                 backoff_s=settings.webhook_backoff_s,
                 timeout_s=settings.webhook_timeout_s,
             ),
+            metrics=metrics,
         )
         execution = Execution(
             db=db,
@@ -80,6 +90,8 @@ class RunPath:
             log_max_bytes=settings.run_log_max_bytes,
             resume_s=settings.stream_resume_s,
             webhooks=webhooks,
+            metrics=metrics,
+            tracer=tracer,
         )
         background = BackgroundRuns(
             db=db,

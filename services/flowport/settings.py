@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     # The gRPC health service alone, without TLS, on a port of its own (with --workers N, N
     # consecutive ports): for probes that cannot present a client certificate (Kubernetes').
     health_port: int | None = None
+    # Envoy's admin interface (which answers /quitquitquit and /config_dump) and the metrics
+    # port stay on loopback when FLOWPORT_HOST exposes the public port, unless told otherwise.
+    admin_host: str = "127.0.0.1"
+    # Prometheus text at /metrics; 0: not served.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     data_dir: Path = Path(".flowport")
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "FLOWPORT_DATABASE_URL")

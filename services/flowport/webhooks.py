@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from flowport import jsonbody
 from flowport.errors import FlowportError, InvalidArgument
 from flowport.jobs import Jobs
+from flowport.metrics import Metrics
 from flowport.outbound import Outbound
 from flowport.run_record import run_record_json
 from flowport.storage import (
@@ -68,9 +69,16 @@ class Deliveries:
     """The deliver job's handler, and the first attempt's scheduling."""
 
     def __init__(
-        self, *, db: Database, jobs: Jobs, outbound: Outbound, policy: WebhookPolicy
+        self,
+        *,
+        db: Database,
+        jobs: Jobs,
+        outbound: Outbound,
+        policy: WebhookPolicy,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics or Metrics()
         self._jobs = jobs
         self._outbound = outbound
         self._policy = policy
@@ -105,6 +113,7 @@ class Deliveries:
         secret = await self._db.run(lambda s: signing_secret(s, account_id=run.account_id))
         if secret is None:
             await self._recorded(run_id, attempt, None, "the account has no webhook secret")
+            self._metrics.webhook_delivery("gave_up")
             return
         sent = await self._db.run(lambda s: deliveries(s, run_id=run_id))
         if any(d.status_code is not None and 200 <= d.status_code < 300 for d in sent):
@@ -114,13 +123,16 @@ class Deliveries:
         status_code, error = await self._post(run.webhook_url, run_id, secret, body)
         await self._recorded(run_id, attempt, status_code, error)
         if status_code is not None and 200 <= status_code < 300:
+            self._metrics.webhook_delivery("delivered")
             return
         if attempt < self._policy.max_attempts:
+            self._metrics.webhook_delivery("failed")
             at = utc_now() + timedelta(seconds=self._backoff_s(attempt))
             await self._jobs.defer(
                 DELIVER, {"run_id": run_id, "attempt": attempt + 1}, at=at, lock=_lock(run_id)
             )
         else:
+            self._metrics.webhook_delivery("gave_up")
             log.warning("webhook of run %s: gave up after %d attempts", run_id, attempt)
 
     async def _post(

@@ -39,7 +39,7 @@ class FakeLlm(ThreadedServer):
     A stream asked for `stream_options.include_usage` ends, as OpenAI's does, with a chunk
     of no choices and the usage: a prompt token per character of the messages, a
     completion token per chunk, the reasoning chunks as reasoning tokens.
-    Records every request body (`requests`), when each token chunk was written
+    Records every request body (`requests`) and its headers (`request_headers`), when each token chunk was written
     (`token_times`, time.time()) and clients that went away mid-stream (`disconnects`).
 
     Another process scripts it through the control routes under `/_fake/`
@@ -57,6 +57,7 @@ class FakeLlm(ThreadedServer):
         self._written = threading.Condition(self._lock)
         self._reply = _Reply(tokens=None)
         self._requests: list[dict[str, Any]] = []
+        self._request_headers: list[dict[str, str]] = []
         self._token_times: list[float] = []
         self._disconnects = 0
         self.base_url = ""
@@ -112,6 +113,7 @@ class FakeLlm(ThreadedServer):
         with self._lock:
             self._reply = _Reply(tokens=None)
             self._requests.clear()
+            self._request_headers.clear()
             self._token_times.clear()
             self._disconnects = 0
 
@@ -127,6 +129,12 @@ class FakeLlm(ThreadedServer):
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._requests)
+
+    @property
+    def request_headers(self) -> list[dict[str, str]]:
+        """Each request's headers (names in lower case), in the order of `requests`."""
+        with self._lock:
+            return list(self._request_headers)
 
     @property
     def token_times(self) -> list[float]:
@@ -186,6 +194,7 @@ class FakeLlm(ThreadedServer):
         body = await request.json()
         with self._lock:
             self._requests.append(body)
+            self._request_headers.append({k.lower(): v for k, v in request.headers.items()})
             reply = self._reply
             failing = reply.status != 200 and reply.failures != 0
             if failing and reply.failures is not None:

@@ -105,6 +105,8 @@ class Stack:
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    # Every stack its own: the default 9464 would be taken by the first stack started.
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -122,6 +124,10 @@ class Stack:
         return trusting(self.tls_ca)
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
     def envoy_target(self) -> str:
         return f"127.0.0.1:{self.http_port}"
 
@@ -135,6 +141,7 @@ class Stack:
             "FLOWPORT_HTTP_PORT": str(self.http_port),
             "FLOWPORT_GRPC_PORT": str(self.grpc_port),
             "FLOWPORT_ADMIN_PORT": str(self.admin_port),
+            "FLOWPORT_METRICS_PORT": str(self.metrics_port),
             "FLOWPORT_DATA_DIR": str(self.data_dir),
             "DATABASE_URL": self.database_url,
             "FLOWPORT_SHUTDOWN_GRACE_S": "2",

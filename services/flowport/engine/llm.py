@@ -100,7 +100,13 @@ class OpenAiChat:
     cost less CPU and memory (README, Dependencies).
     """
 
-    def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_retries: int = 2,
+        on_usage: Callable[[str, TokenUsage], None] | None = None,
+    ) -> None:
         if not settings.llm_base_url:
             raise Unavailable(NO_PROVIDER)
         self._url = settings.llm_base_url.rstrip("/") + "/chat/completions"
@@ -120,6 +126,8 @@ class OpenAiChat:
         # a thread hop that delayed each request by about a millisecond.
         self._proxy = _environment_proxy(self._url)
         self._session: aiohttp.ClientSession | None = None
+        # Told each call's usage once, as the provider reports it (the metrics count tokens).
+        self._on_usage = on_usage
 
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the event loop it was made in.
@@ -157,6 +165,8 @@ class OpenAiChat:
                             return
                         if event.data:  # an empty data field carries no chunk
                             for delta in _deltas(event.data):
+                                if delta.usage is not None and self._on_usage is not None:
+                                    self._on_usage(model, delta.usage)
                                 yield delta
         except _TRANSPORT_ERRORS as exc:
             raise self._transport_failed(exc, "the connection broke") from None
@@ -359,9 +369,11 @@ def _token_usage(usage: Mapping[str, Any]) -> TokenUsage:
     )
 
 
-def create_llm_client(settings: Settings) -> LlmClient | None:
+def create_llm_client(
+    settings: Settings, *, on_usage: Callable[[str, TokenUsage], None] | None = None
+) -> LlmClient | None:
     """The service's LLM client, or None when no provider is configured (llm nodes then fail
-    with Unavailable, everything else works)."""
+    with Unavailable, everything else works). `on_usage(model, usage)` after each call."""
     if not settings.llm_base_url:
         return None
-    return OpenAiChat(settings)
+    return OpenAiChat(settings, on_usage=on_usage)

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowport.engine import templating
 from flowport.engine.definition import CompiledWorkflow, OutNode
@@ -29,6 +29,9 @@ from flowport.engine.nodes.workflow_node import TooDeep
 from flowport.errors import DeadlineExceeded, FlowportError
 from flowport.outbound import Outbound
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 # How deep workflow nodes may nest runs: a workflow calling itself ends here.
 MAX_DEPTH = 5
 
@@ -47,6 +50,7 @@ async def execute(
     max_depth: int = MAX_DEPTH,
     depth: int = 0,
     live: bool = True,
+    tracer: Tracer | None = None,
 ) -> AsyncGenerator[list[RunEvent], None]:
     """Runs the workflow on already validated `inputs`.
 
@@ -60,7 +64,8 @@ async def execute(
 
     `load_workflow` finds the workflows that workflow nodes run (without it they fail);
     http nodes call through `outbound` (its owner closes it); `depth` is how deep in
-    workflow nodes this run is.
+    workflow nodes this run is; with a `tracer`, each node runs in a span of its own (child of
+    the current one), so that its outbound calls are the node's children.
     Not `live`: every event in one batch once the run is over, for a consumer that waits
     for the outcome anyway; the run then executes in the consumer's own task, which
     saves a task and a wake-up per run (a cancelled consumer cancels it all the same).
@@ -77,6 +82,7 @@ async def execute(
         outbound=outbound,
         max_depth=max_depth,
         depth=depth,
+        tracer=tracer,
     )
     if not live:
         await run.drive()
@@ -120,6 +126,7 @@ class _Run:
         outbound: Outbound,
         max_depth: int,
         depth: int,
+        tracer: Tracer | None = None,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
@@ -140,6 +147,11 @@ class _Run:
         self.taken: dict[str, str] = {}
         self.final_output = ""
         self.usage: TokenUsage | None = None
+        self.tracer = tracer
+        # Chosen once: without traces a node costs no span nor any check for one. The
+        # class's function, not a bound method: that would tie the run to itself in a
+        # cycle, and keep all it holds alive until the garbage collector's next pass.
+        self._node = _Run._run_node if tracer is None else _Run._run_traced_node
 
     async def drive(self) -> None:
         started = time.perf_counter()
@@ -199,10 +211,10 @@ class _Run:
                 elif running == 0 and not ready:
                     # The only node that can run now (a chain's usual case): awaited here,
                     # which costs no task, and cancels the same way.
-                    await self._run_node(node_id)
+                    await self._node(self, node_id)
                     done(node_id)
                 else:
-                    nodes.create_task(self._run_node(node_id, finished), name=node_id)
+                    nodes.create_task(self._node(self, node_id, finished), name=node_id)
                     running += 1
 
     def _reached(self, node_id: str) -> bool:
@@ -230,6 +242,16 @@ class _Run:
                 error=None,
             )
         )
+
+    async def _run_traced_node(
+        self, node_id: str, finished: asyncio.Queue[str] | None = None
+    ) -> None:
+        """`_run_node` in a span; a node that fails the run marks it as an error."""
+        assert self.tracer is not None
+        node = self.workflow.nodes[node_id]
+        attributes = {"flowport.node_id": node_id, "flowport.node_type": node.type}
+        with self.tracer.start_as_current_span(f"flowport node {node.type}", attributes=attributes):
+            await self._run_node(node_id, finished)
 
     async def _run_node(self, node_id: str, finished: asyncio.Queue[str] | None = None) -> None:
         """Runs one node to its NodeFinished; then, run as a task, reports to `finished`."""
@@ -321,6 +343,7 @@ class _Run:
             outbound=self.outbound,
             max_depth=self.max_depth,
             depth=self.depth + 1,
+            tracer=self.tracer,
         )
 
 

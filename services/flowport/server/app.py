@@ -9,8 +9,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +24,12 @@ from flowport.engine import LlmClient, create_llm_client
 from flowport.envoy import EnvoyProcess, write_config
 from flowport.idempotency import Idempotency
 from flowport.jobs import Jobs, open_jobs
+from flowport.metrics import (
+    MULTIPROC_DIR_VARIABLE,
+    Metrics,
+    prepare_workers_dir,
+    start_exporter,
+)
 from flowport.outbound import FetchPolicy, Outbound
 from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica, reap
@@ -40,6 +47,7 @@ from flowport.server.webhooks import WebhooksServicer
 from flowport.server.workflows import WorkflowsServicer
 from flowport.settings import Settings
 from flowport.storage import Database
+from flowport.tracing import start_tracing, stop_tracing
 from flowport.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -59,6 +67,9 @@ from flowport.v1 import (
     workflows_pb2_grpc,
 )
 from flowport.webhooks import DELIVER
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +102,12 @@ class FlowportServer:
     jobs: Jobs
     outbound: Outbound
     llm: LlmClient | None
+    metrics: Metrics
+    tracer: Tracer | None
     # The health service alone on FLOWPORT_HEALTH_PORT, without TLS, when it is set.
     health_server: grpc.aio.Server | None = None
+    # A worker of `--workers` syncs its metrics' files from a thread; stopping it syncs last.
+    stop_metrics_sync: Callable[[], None] | None = None
 
     async def stop(self, grace_s: float) -> None:
         # NOT_SERVING first, so a health-checking proxy stops sending new work.
@@ -111,6 +126,9 @@ class FlowportServer:
         if self.llm is not None:
             await self.llm.aclose()
         await self.services.db.dispose()
+        stop_tracing(self.tracer)
+        if self.stop_metrics_sync is not None:
+            self.stop_metrics_sync()
 
 
 async def prepare_database(settings: Settings) -> None:
@@ -156,9 +174,13 @@ async def create_server(
     if prepare:
         await prepare_database(settings)
     db = Database.connect(settings.resolved_database_url)
-    services, jobs, outbound, llm = await _assemble(settings, db)
-    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT.
-    handlers = LenientHandlers()
+    metrics = Metrics()
+    # Before any outbound HTTP session is made: those made after are instrumented.
+    tracer = start_tracing()
+    services, jobs, outbound, llm = await _assemble(settings, db, metrics, tracer)
+    # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, count
+    # their calls and, with traces on, continue the caller's trace.
+    handlers = LenientHandlers(metrics, tracer)
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),
@@ -207,6 +229,11 @@ async def create_server(
         outbound=outbound,
         llm=llm,
         health_server=health_server,
+        metrics=metrics,
+        tracer=tracer,
+        stop_metrics_sync=(
+            metrics.sync_in_background() if os.environ.get(MULTIPROC_DIR_VARIABLE) else None
+        ),
     )
 
 
@@ -224,7 +251,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 async def _assemble(
-    settings: Settings, db: Database
+    settings: Settings, db: Database, metrics: Metrics, tracer: Tracer | None
 ) -> tuple[Services, Jobs, Outbound, LlmClient | None]:
     """The service's parts, wired once, this process registered as a replica, and its jobs
     (background runs, webhook deliveries) begun."""
@@ -238,7 +265,7 @@ async def _assemble(
         grace_s=settings.shutdown_grace_s,
         lease_s=settings.run_lease_s,
     )
-    llm = create_llm_client(settings)
+    llm = create_llm_client(settings, on_usage=metrics.llm_usage)
     # Fetched files and http nodes: one client, so their connections are reused.
     outbound = Outbound(FetchPolicy.from_settings(settings))
     notices = Notices()
@@ -257,12 +284,18 @@ async def _assemble(
         outbound=outbound,
         jobs=jobs,
         on_logged=logged,
+        metrics=metrics,
+        tracer=tracer,
     )
     services = Services(
         settings=settings,
         db=db,
         auth=Authenticator(db),
-        limiter=RateLimiter(settings, replicas=lambda: replica.live_count),
+        limiter=RateLimiter(
+            settings,
+            replicas=lambda: replica.live_count,
+            on_limited=metrics.rate_limited_call,
+        ),
         catalog=runs.catalog,
         admission=runs.admission,
         execution=runs.execution,
@@ -313,12 +346,15 @@ async def serve(settings: Settings, *, workers: int = 1, with_envoy: bool = True
         return await _supervise(settings, workers)
     async with _stop_signals() as stop:
         flowport = await create_server(settings, prepare=False)
+        exporter = start_exporter(settings, flowport.metrics.registry)
         _tune_garbage_collector()
         if not with_envoy:
             _announce(settings, [flowport.port], envoy=False)
             await stop.wait()
             log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
             await flowport.stop(settings.shutdown_grace_s)
+            if exporter is not None:
+                exporter.stop()
             return 0
         envoy = EnvoyProcess(
             write_config(settings, grpc_ports=[flowport.port]),
@@ -337,6 +373,8 @@ async def serve(settings: Settings, *, workers: int = 1, with_envoy: bool = True
         log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
         await flowport.stop(settings.shutdown_grace_s)
         await envoy.stop()
+        if exporter is not None:
+            exporter.stop()
         return code
 
 
@@ -352,13 +390,15 @@ def _announce(settings: Settings, grpc_ports: list[int], *, envoy: bool = True) 
         log.info("REST and gRPC on %s://%s:%d (Envoy)", scheme, host, settings.http_port)
         plural = "s"[: workers - 1]
         log.info("gRPC service on %s:%s (%d worker%s%s)", host, ports, workers, plural, mtls)
-        log.info("Envoy admin on http://%s:%d", host, settings.admin_port)
+        log.info("Envoy admin on http://%s:%d", settings.admin_host, settings.admin_port)
     else:
         log.info("gRPC service on %s:%s (no Envoy: gRPC only%s)", host, ports, mtls)
     if settings.health_port is not None:
         last = settings.health_port + workers - 1
         health = str(settings.health_port) if workers == 1 else f"{settings.health_port}-{last}"
         log.info("gRPC health alone, without TLS, on %s:%s", host, health)
+    if settings.metrics_port:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     log.info("database %s", database)
 
 
@@ -380,7 +420,10 @@ async def _supervise(settings: Settings, workers: int) -> int:
     """Starts the workers, then Envoy in front of them; on a signal (or a child's exit) the
     workers drain, then Envoy stops."""
     ports = [settings.grpc_port + n for n in range(workers)]
+    # Set before the workers start: they inherit it, and count into files there.
+    workers_dir = prepare_workers_dir() if settings.metrics_port else None
     async with _stop_signals() as stop:
+        exporter = start_exporter(settings, None, workers_dir=workers_dir)
         started = [await _start_worker(port) for port in ports]
         children = [child for child, _ in started]
         envoy: EnvoyProcess | None = None
@@ -412,8 +455,13 @@ async def _supervise(settings: Settings, workers: int) -> int:
         finally:
             log.info("stopping: draining runs for up to %.0f s", settings.shutdown_grace_s)
             await asyncio.gather(*(_stop_worker(c, settings.shutdown_grace_s) for c in children))
+            if exporter is not None:
+                for child in children:
+                    exporter.worker_gone(child.pid)
             if envoy is not None:
                 await envoy.stop()
+            if exporter is not None:
+                exporter.stop()
         return code
 
 

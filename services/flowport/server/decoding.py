@@ -7,14 +7,21 @@ through as a marker, and answer them with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from flowport.errors import InvalidArgument
+from flowport.metrics import GrpcCall, Metrics
 from flowport.server.status import abort
+from flowport.tracing import traced_streaming, traced_unary
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 UNDECODABLE = (
     "the request could not be decoded: a JSON body nested too deeply, or text in the body "
@@ -36,23 +43,62 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return decode
 
 
-def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _unary(
+    behavior: Callable[..., Awaitable[Any]], figures: GrpcCall | None
+) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, _Undecodable):
-            await abort(context, InvalidArgument(UNDECODABLE))
-        return await behavior(request, context)
+        if figures is not None:
+            figures.started()
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+        try:
+            if isinstance(request, _Undecodable):
+                await abort(context, InvalidArgument(UNDECODABLE))
+            answer = await behavior(request, context)
+            if figures is not None:
+                code = context.code() or grpc.StatusCode.OK
+            return answer
+        except grpc.aio.AbortError:
+            if figures is not None:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            if figures is not None:
+                figures.handled(code, time.perf_counter() - started)
 
     return handle
 
 
-def _streaming(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _streaming(
+    behavior: Callable[..., AsyncIterator[Any]], figures: GrpcCall | None
+) -> Callable[..., AsyncIterator[Any]]:
     # grpc.aio treats a handler as streaming only if it is an async generator function, so
     # this delegates message by message (about a microsecond each).
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        if isinstance(request, _Undecodable):
-            await abort(context, InvalidArgument(UNDECODABLE))
-        async for message in behavior(request, context):
-            yield message
+        if figures is not None:
+            figures.started()
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+        try:
+            if isinstance(request, _Undecodable):
+                await abort(context, InvalidArgument(UNDECODABLE))
+            async for message in behavior(request, context):
+                yield message
+            if figures is not None:
+                code = context.code() or grpc.StatusCode.OK
+        except grpc.aio.AbortError:
+            if figures is not None:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            if figures is not None:
+                figures.handled(code, time.perf_counter() - started)
 
     return handle
 
@@ -63,9 +109,12 @@ class LenientHandlers(grpc.GenericRpcHandler):
     The generated `add_*Servicer_to_server` functions register through this instead of the
     server; `create_server` then adds it to the server as one generic handler. Not a server
     interceptor: grpc.aio awaits an interceptor's coroutine on every call, a cost on every
-    blocking run for a lookup that never changes."""
+    blocking run for a lookup that never changes. For the same reason the gRPC server
+    metrics (grpc_server_*) are counted here, in the one wrapper each method has."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None, tracer: Tracer | None = None) -> None:
+        self._metrics = metrics
+        self._tracer = tracer
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._unnamed: list[object] = []
 
@@ -77,7 +126,11 @@ class LenientHandlers(grpc.GenericRpcHandler):
         self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
         for name, handler in method_handlers.items():
-            self._handlers[f"/{service_name}/{name}"] = _wrapped(handler)
+            method = f"/{service_name}/{name}"
+            figures = None
+            if self._metrics is not None:
+                figures = self._metrics.grpc_call(method, streaming=handler.response_streaming)
+            self._handlers[method] = _wrapped(handler, figures, self._tracer, method)
         if self._unnamed:
             self._unnamed.pop()
 
@@ -94,18 +147,27 @@ class LenientHandlers(grpc.GenericRpcHandler):
         server.add_generic_rpc_handlers((self,))
 
 
-def _wrapped(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrapped(
+    handler: grpc.RpcMethodHandler, figures: GrpcCall | None, tracer: Tracer | None, method: str
+) -> grpc.RpcMethodHandler:
     if handler.request_streaming or handler.request_deserializer is None:
         return handler
     deserializer = _lenient(handler.request_deserializer)
     if handler.response_streaming:
+        behavior = handler.unary_stream
+        if tracer is not None:
+            # Inside the metrics' wrapper: a span per call only when traces are on.
+            behavior = traced_streaming(behavior, tracer, method)
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream),
+            _streaming(behavior, figures),
             request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
+    behavior = handler.unary_unary
+    if tracer is not None:
+        behavior = traced_unary(behavior, tracer, method)
     return grpc.unary_unary_rpc_method_handler(
-        _unary(handler.unary_unary),
+        _unary(behavior, figures),
         request_deserializer=deserializer,
         response_serializer=handler.response_serializer,
     )
