@@ -24,7 +24,10 @@ from tests.integration.client import Api, sse_frames
 
 VARIABLE = re.compile(r"\{([\w.]+)(?:=[^}]*)?\}")
 # A field the routes that take query parameters document (docs/api.md, Query parameters).
-DOCUMENTED = {("GET", "/v1/runs/{run_id}/events"): {"after"}}
+DOCUMENTED = {
+    ("GET", "/v1/runs/{run_id}/events"): {"after"},
+    ("GET", "/v1/audit"): {"limit", "page_token"},
+}
 
 
 @dataclass(frozen=True)
