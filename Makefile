@@ -32,7 +32,7 @@ node_modules/.bin/buf: package.json package-lock.json
 	touch $@
 
 # The client packages' npm dependencies, each from its own lock; the tests build and run them.
-SDK_PACKAGES := sdk/js
+SDK_PACKAGES := sdk/js sdk/grpc/node
 SDK_INSTALLS := $(SDK_PACKAGES:%=%/node_modules/.package-lock.json)
 %/node_modules/.package-lock.json: %/package.json %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund --loglevel=error
