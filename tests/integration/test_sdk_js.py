@@ -56,6 +56,12 @@ def test_sdk_js_against_the_stack(stack: Stack, api: Api, fake_llm: FakeLlm) -> 
         "FAKE_LLM_URL": fake_llm.base_url.removesuffix("/v1"),
     }
 
-    output = _node_test(SDK, env, "test/")
+    tests = sorted(str(p.relative_to(SDK)) for p in (SDK / "test").glob("*.test.mjs"))
+    output = _node_test(SDK, env, *tests)
 
-    assert "a stream whose connection drops resumes from the run's events" in output
+    for name in (
+        "README's example runs and prints what README says",
+        "a stream whose connection drops resumes from the run's events",
+        "keys: created, listed, rotated and revoked",
+    ):
+        assert re.search(rf"^ok \d+ - {re.escape(name)}$", output, re.MULTILINE), name
