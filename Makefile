@@ -59,7 +59,7 @@ run: $(BIN)/flowport
 test-services: $(BIN)/flowport
 	$(BIN)/python -m tests.services --prepare
 
-test: $(BIN)/flowport test-services $(SDK_INSTALLS)
+test: $(BIN)/flowport test-services node_modules/.bin/buf $(SDK_INSTALLS)
 	$(BIN)/pytest -q
 
 lint: $(BIN)/flowport node_modules/.bin/buf

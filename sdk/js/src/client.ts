@@ -241,12 +241,15 @@ export class RunStream implements AsyncIterable<RunEvent> {
   readonly #signal: AbortSignal | undefined;
   #started = false;
 
-  /** @internal */
-  constructor(client: Flowport, open: () => Promise<Response>, signal?: AbortSignal, runId?: string) {
+  readonly #after: number;
+
+  /** @internal `after`: the event the first answer starts after (0: the run's start). */
+  constructor(client: Flowport, open: () => Promise<Response>, signal?: AbortSignal, runId?: string, after = 0) {
     this.#client = client;
     this.#open = open;
     this.#signal = signal;
     this.run_id = runId;
+    this.#after = after;
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<RunEvent> {
@@ -255,7 +258,7 @@ export class RunStream implements AsyncIterable<RunEvent> {
     let response = await this.#open();
     this.run_id ??= response.headers.get("x-run-id") ?? undefined;
     this.session_id ??= response.headers.get("x-session-id") ?? undefined;
-    let last = lastEventIdOf(response);
+    let last = this.#after;
     for (let resumes = 0; ; ) {
       try {
         for await (const frame of sseFrames(response, this.#signal)) {
@@ -310,8 +313,8 @@ export class Runs {
    * live run is followed to its end, and a dropped connection resumed.
    */
   events(runId: string, options: { after?: number; signal?: AbortSignal } = {}): RunStream {
-    const open = () => this.openEvents(runId, options.after ?? 0, options.signal);
-    return new RunStream(this.#client, open, options.signal, runId);
+    const after = options.after ?? 0;
+    return new RunStream(this.#client, () => this.openEvents(runId, after, options.signal), options.signal, runId, after);
   }
 
   /** Waits for the run to end (following its events, no polling) and answers its record. */
@@ -324,15 +327,13 @@ export class Runs {
 
   /** @internal */
   async openEvents(runId: string, after: number, signal?: AbortSignal): Promise<Response> {
-    const response = await this.#client.request({
+    return this.#client.request({
       method: "GET",
       path: `/v1/runs/${encodeURIComponent(runId)}/events`,
       headers: after > 0 ? { "Last-Event-ID": String(after) } : {},
       repeat: "all",
       signal,
     });
-    (response as ResponseWithStart).flowportAfter = after;
-    return response;
   }
 }
 
@@ -403,13 +404,6 @@ export class Workflows {
     const answer = await this.#client.json<{ workflows: Workflow[] }>({ method: "GET", path: "/v1/workflows", repeat: "all" });
     return answer.workflows;
   }
-}
-
-type ResponseWithStart = Response & { flowportAfter?: number };
-
-/** The event id a response starts after: 0 for a new run, Last-Event-ID for a resumed one. */
-function lastEventIdOf(response: Response): number {
-  return (response as ResponseWithStart).flowportAfter ?? 0;
 }
 
 function idempotencyHeaders(options: RunOptions): Record<string, string> {
