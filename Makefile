@@ -32,7 +32,7 @@ node_modules/.bin/buf: package.json package-lock.json
 	touch $@
 
 # The client packages' npm dependencies, each from its own lock; the tests build and run them.
-SDK_PACKAGES := sdk/js sdk/grpc/node
+SDK_PACKAGES := sdk/js sdk/grpc/node sdk/grpc/web
 SDK_INSTALLS := $(SDK_PACKAGES:%=%/node_modules/.package-lock.json)
 %/node_modules/.package-lock.json: %/package.json %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund --loglevel=error
@@ -103,4 +103,4 @@ bench-tools:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .flowport node_modules build sdk/js/dist $(SDK_PACKAGES:%=%/node_modules)
+	rm -rf $(VENV) $(TOOLS) .flowport node_modules build sdk/js/dist sdk/grpc/web/gen sdk/grpc/web/dist $(SDK_PACKAGES:%=%/node_modules)

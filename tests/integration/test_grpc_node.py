@@ -12,14 +12,14 @@ import pytest
 from flowport.demo import BMI
 from flowport.protos import GOOGLEAPIS_DIR
 from tests.integration.client import Api
+from tests.integration.npm import npm_ci
 from tests.integration.stack import REPO, Stack
-from tests.integration.test_sdk_js import _npm_ci
 
 EXAMPLE = REPO / "sdk" / "grpc" / "node"
 
 
 def _run_example(target: str, key: str, workflow_id: str) -> subprocess.CompletedProcess[str]:
-    _npm_ci(EXAMPLE)
+    npm_ci(EXAMPLE)
     return subprocess.run(
         ["node", "client.mjs", json.dumps({"height": "1.8", "weight": 75})],
         cwd=EXAMPLE,

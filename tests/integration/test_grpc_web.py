@@ -1,10 +1,13 @@
 """gRPC-Web on the public port: requests framed as browser libraries (grpc-web, Connect) frame
-them, over HTTP/1.1, through Envoy's grpc_web filter to the gRPC services."""
+them, over HTTP/1.1, through Envoy's grpc_web filter to the gRPC services; and Connect-ES's
+own gRPC-Web transport (sdk/grpc/web) on the stubs sdk/grpc/buf.gen.yaml makes."""
 
 from __future__ import annotations
 
 import base64
+import os
 import struct
+import subprocess
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,8 +18,10 @@ from google.rpc import error_details_pb2, status_pb2
 from flowport.demo import BMI, CHAT
 from flowport.v1 import runner_pb2
 from tests.integration.client import Api
-from tests.integration.stack import Stack
+from tests.integration.npm import generate_typescript, npm_ci
+from tests.integration.stack import REPO, Stack
 
+WEB_EXAMPLE = REPO / "sdk" / "grpc" / "web"
 # The first byte of a gRPC-Web frame: bit 7 set marks the trailers frame.
 TRAILERS_FLAG = 0x80
 
@@ -150,3 +155,40 @@ def test_grpc_web_errors_carry_rich_details(stack: Stack, api: Api) -> None:
     violations = error_details_pb2.BadRequest()
     assert any(d.Unpack(violations) for d in status.details)
     assert violations.field_violations[0].field == "input.weight"
+
+
+def _connect_example(stack: Stack, key: str, workflow_id: str) -> list[str]:
+    """sdk/grpc/web's browser code, on the stubs buf.gen.yaml makes, run by Node's fetch."""
+    npm_ci(WEB_EXAMPLE)
+    generate_typescript(WEB_EXAMPLE / "gen")
+    subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB_EXAMPLE, check=True, timeout=120)
+    result = subprocess.run(
+        ["node", "run.mjs"],
+        cwd=WEB_EXAMPLE,
+        env={
+            **os.environ,
+            "FLOWPORT_URL": stack.base_url,
+            "FLOWPORT_KEY": key,
+            "FLOWPORT_WORKFLOW": workflow_id,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_connect_grpc_web_client_runs_and_streams(stack: Stack, api: Api) -> None:
+    lines = _connect_example(stack, api.key, api.publish(BMI))
+
+    assert lines[0] == "Run: 您的BMI值是23.15 (succeeded)"
+    assert lines[1] == "RunStream: runStarted start"
+    assert lines[-1] == "RunStream: output 您的BMI值是23.15"
+    assert [line.split()[1] for line in lines[2:-1]].count("nodeFinished") == 3
+
+
+def test_connect_grpc_web_client_with_a_bad_key(stack: Stack, api: Api) -> None:
+    lines = _connect_example(stack, "fp_" + "x" * 32, api.publish(BMI))
+
+    assert lines == ["error: Unauthenticated: invalid API key"]

@@ -11,20 +11,10 @@ from pathlib import Path
 from flowport.demo import BMI, CHAT
 from tests.fakes.fake_llm import FakeLlm
 from tests.integration.client import Api
+from tests.integration.npm import npm_ci
 from tests.integration.stack import REPO, Stack
 
 SDK = REPO / "sdk" / "js"
-
-
-def _npm_ci(package: Path) -> None:
-    """The package's dependencies from its lock, as `make test` installs them."""
-    if not (package / "node_modules" / ".package-lock.json").exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=package,
-            check=True,
-            timeout=300,
-        )
 
 
 def _node_test(cwd: Path, env: dict[str, str], *paths: str) -> str:
@@ -44,7 +34,7 @@ def _node_test(cwd: Path, env: dict[str, str], *paths: str) -> str:
 
 
 def test_sdk_js_against_the_stack(stack: Stack, api: Api, fake_llm: FakeLlm) -> None:
-    _npm_ci(SDK)
+    npm_ci(SDK)
     # The tests import the compiled SDK: build it from the current source.
     subprocess.run(["npm", "run", "--silent", "build"], cwd=SDK, check=True, timeout=300)
     env = {
