@@ -192,3 +192,20 @@ def test_connect_grpc_web_client_with_a_bad_key(stack: Stack, api: Api) -> None:
     lines = _connect_example(stack, "fp_" + "x" * 32, api.publish(BMI))
 
     assert lines == ["error: Unauthenticated: invalid API key"]
+
+
+def test_grpc_web_body_over_the_limit_is_refused_by_envoy(stack: Stack, api: Api) -> None:
+    # Over FLOWPORT_MAX_BODY_BYTES (1 MiB) as sent: Envoy's 413, before any gRPC; the libraries
+    # report an HTTP status without gRPC trailers as UNKNOWN.
+    request = runner_pb2.RunRequest(workflow_id="wf_any", input=_input(text="x" * 1_100_000))
+    body = _frame(request)
+
+    response = httpx.post(
+        f"{stack.base_url}/flowport.v1.WorkflowRunner/Run",
+        content=body,
+        headers={"content-type": "application/grpc-web+proto", "x-api-key": api.key},
+        timeout=30,
+    )
+
+    assert response.status_code == 413
+    assert "grpc-status" not in response.headers
