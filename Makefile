@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 KUBERNETES_VERSION := 1.30.0
 
 .PHONY: run test lint lock upgrade generate check-generated test-services bench bench-versus \
-	bench-run-path bench-tools clean
+	bench-run-path bench-tools clean sdk
 
 $(UV): requirements-uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,17 @@ venv: $(BIN)/flowport
 node_modules/.bin/buf: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The client packages' npm dependencies, each from its own lock; the tests build and run them.
+SDK_PACKAGES := sdk/js sdk/grpc/node sdk/grpc/web
+SDK_INSTALLS := $(SDK_PACKAGES:%=%/node_modules/.package-lock.json)
+%/node_modules/.package-lock.json: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The JavaScript SDK compiled to sdk/js/dist.
+sdk: $(SDK_INSTALLS)
+	cd sdk/js && npm run --silent build
 
 # Python code and Envoy's descriptor set generated from proto/ live in services/flowport/v1
 # and are committed; `make check-generated` proves they are current.
@@ -51,7 +62,7 @@ run: $(BIN)/flowport
 test-services: $(BIN)/flowport
 	$(BIN)/python -m tests.services --prepare
 
-test: $(BIN)/flowport test-services
+test: $(BIN)/flowport test-services node_modules/.bin/buf $(SDK_INSTALLS)
 	$(BIN)/pytest -q
 
 lint: $(BIN)/flowport node_modules/.bin/buf
@@ -72,6 +83,9 @@ lint: $(BIN)/flowport node_modules/.bin/buf
 lock: $(UV)
 	$(UV) lock
 	npm install --package-lock-only --no-audit --no-fund --loglevel=error
+	for package in $(SDK_PACKAGES); do \
+		(cd $$package && npm install --package-lock-only --no-audit --no-fund --loglevel=error) || exit 1; \
+	done
 
 # Every dependency to its newest allowed release (then `make generate` and `make test`).
 upgrade: $(UV)
@@ -96,4 +110,4 @@ bench-tools:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .flowport node_modules build
+	rm -rf $(VENV) $(TOOLS) .flowport node_modules build sdk/js/dist sdk/grpc/web/gen sdk/grpc/web/dist $(SDK_PACKAGES:%=%/node_modules)
