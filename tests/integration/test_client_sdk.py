@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -32,7 +36,7 @@ from flowport.client import (
 from flowport.demo import BMI, CHAT
 from tests.fakes.fake_llm import FakeLlm
 from tests.integration.client import Api
-from tests.integration.stack import Stack, free_port, wait_for
+from tests.integration.stack import REPO, Stack, free_port, wait_for
 
 BMI_INPUT = {"height": 1.8, "weight": 75}
 BMI_OUTPUT = "您的BMI值是23.15"
@@ -471,3 +475,57 @@ async def test_the_async_client_against_a_closed_port() -> None:
         with pytest.raises(httpx.ConnectError):
             await c.create_workflow(BMI)
         assert wire.requests == QUICK.max_attempts + 1
+
+
+# -- the documented examples ------------------------------------------------------------------
+
+
+def _run_python_blocks(document: str, stack: Stack, key: str, tmp_path: Path) -> list[str]:
+    """Runs every ```python block of the document, in order, each as a script a user would
+    save, with the environment the document names; their outputs."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / document).read_text("utf-8"), re.S)
+    assert blocks, f"{document} has no Python example"
+    outputs = []
+    for number, block in enumerate(blocks):
+        script = tmp_path / f"example{number}.py"
+        script.write_text(block, encoding="utf-8")
+        ran = subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "FLOWPORT_URL": stack.base_url, "FLOWPORT_KEY": key},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, f"{document}, block {number + 1}:\n{ran.stderr}"
+        outputs.append(ran.stdout)
+    return outputs
+
+
+def test_the_readme_example_runs(stack: Stack, api: Api, tmp_path: Path) -> None:
+    # The README's example uses `make run`'s demo workflow, BMI.
+    api.publish(BMI)
+
+    (output,) = _run_python_blocks("README.md", stack, api.key, tmp_path)
+
+    lines = output.splitlines()
+    assert lines[0] == BMI_OUTPUT
+    assert lines[1] == "1 run_started" and lines[-2].endswith(" output")
+    assert lines[-1] == f"succeeded {BMI_OUTPUT}"
+
+
+def test_the_python_client_page_examples_run(stack: Stack, api: Api, tmp_path: Path) -> None:
+    sync, asynchronous = _run_python_blocks("docs/python-client.md", stack, api.key, tmp_path)
+
+    lines = sync.splitlines()
+    assert lines[0] == "published version 1"
+    assert lines[1].startswith(BMI_OUTPUT + " run_")
+    assert [line.split()[1] for line in lines if line.startswith("node ")] == [
+        "start",
+        "calc",
+        "end",
+    ]
+    assert f"output: {BMI_OUTPUT}" in lines
+    assert f"succeeded {BMI_OUTPUT} ['succeeded', 'succeeded', 'succeeded']" in lines
+    assert lines[-1] == '400 input.height: expected a number, got "tall"'
+    assert asynchronous.splitlines()[0] == "1 run_started"
+    assert asynchronous.splitlines()[-1].endswith(" output")
