@@ -175,7 +175,7 @@ class AsyncClient:
         return [ApiKey.model_validate(key) for key in answer.get("keys", [])]
 
     async def revoke_key(self, key_id: str) -> None:
-        await self._send(Call("DELETE", f"/v1/keys/{calls._segment(key_id)}"))
+        await self._send(Call("DELETE", f"/v1/keys/{calls.segment(key_id)}"))
 
     async def rotate_key(self, key_id: str, *, grace_s: int | None = None) -> NewApiKey:
         return NewApiKey.model_validate(
@@ -190,15 +190,15 @@ class AsyncClient:
         )
 
     async def save_workflow(self, workflow_id: str, definition: dict[str, Any]) -> Workflow:
-        call = Call("PUT", f"/v1/workflows/{calls._segment(workflow_id)}", definition)
+        call = Call("PUT", f"/v1/workflows/{calls.segment(workflow_id)}", definition)
         return Workflow.model_validate((await self._send(call)).json())
 
     async def publish_workflow(self, workflow_id: str) -> Published:
-        call = Call("POST", f"/v1/workflows/{calls._segment(workflow_id)}:publish", {})
+        call = Call("POST", f"/v1/workflows/{calls.segment(workflow_id)}:publish", {})
         return Published.model_validate((await self._send(call)).json())
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
-        call = Call("GET", f"/v1/workflows/{calls._segment(workflow_id)}")
+        call = Call("GET", f"/v1/workflows/{calls.segment(workflow_id)}")
         return Workflow.model_validate((await self._send(call)).json())
 
     async def list_workflows(self) -> list[Workflow]:

@@ -39,7 +39,7 @@ def base_url_and_key(base_url: str | None, api_key: str | None) -> tuple[str, st
     return url.rstrip("/"), key
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
     return quote(value, safe="")
 
 
@@ -63,7 +63,7 @@ def run_call(
         body["webhook_url"] = webhook_url
     return Call(
         "POST",
-        f"/v1/api/workflow/run/{_segment(workflow_id)}",
+        f"/v1/api/workflow/run/{segment(workflow_id)}",
         body,
         idempotency_headers(idempotency_key, idempotent),
     )
@@ -77,17 +77,17 @@ def run_result(response: httpx.Response) -> RunResult:
 
 def events_call(run_id: str, after: int | None) -> Call:
     headers = {} if not after else {"Last-Event-ID": str(after)}
-    return Call("GET", f"/v1/runs/{_segment(run_id)}/events", headers=headers)
+    return Call("GET", f"/v1/runs/{segment(run_id)}/events", headers=headers)
 
 
 def get_run_call(run_id: str) -> Call:
-    return Call("GET", f"/v1/runs/{_segment(run_id)}")
+    return Call("GET", f"/v1/runs/{segment(run_id)}")
 
 
 def cancel_call(run_id: str) -> Call:
     # Cancelling twice changes nothing more: a repeat whose first try got through is 409
     # "the run already cancelled", which says what happened.
-    return Call("POST", f"/v1/runs/{_segment(run_id)}:cancel", {}, safe=True)
+    return Call("POST", f"/v1/runs/{segment(run_id)}:cancel", {}, safe=True)
 
 
 def create_key_call(
@@ -111,7 +111,7 @@ def create_key_call(
 def rotate_key_call(key_id: str, grace_s: int | None) -> Call:
     return Call(
         "POST",
-        f"/v1/keys/{_segment(key_id)}:rotate",
+        f"/v1/keys/{segment(key_id)}:rotate",
         {} if grace_s is None else {"grace_s": grace_s},
     )
 

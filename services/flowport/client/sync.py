@@ -175,7 +175,7 @@ class Client:
         return [ApiKey.model_validate(key) for key in answer.get("keys", [])]
 
     def revoke_key(self, key_id: str) -> None:
-        self._send(Call("DELETE", f"/v1/keys/{calls._segment(key_id)}"))
+        self._send(Call("DELETE", f"/v1/keys/{calls.segment(key_id)}"))
 
     def rotate_key(self, key_id: str, *, grace_s: int | None = None) -> NewApiKey:
         return NewApiKey.model_validate(self._send(calls.rotate_key_call(key_id, grace_s)).json())
@@ -186,15 +186,15 @@ class Client:
         return Workflow.model_validate(self._send(Call("POST", "/v1/workflows", definition)).json())
 
     def save_workflow(self, workflow_id: str, definition: dict[str, Any]) -> Workflow:
-        call = Call("PUT", f"/v1/workflows/{calls._segment(workflow_id)}", definition)
+        call = Call("PUT", f"/v1/workflows/{calls.segment(workflow_id)}", definition)
         return Workflow.model_validate(self._send(call).json())
 
     def publish_workflow(self, workflow_id: str) -> Published:
-        call = Call("POST", f"/v1/workflows/{calls._segment(workflow_id)}:publish", {})
+        call = Call("POST", f"/v1/workflows/{calls.segment(workflow_id)}:publish", {})
         return Published.model_validate(self._send(call).json())
 
     def get_workflow(self, workflow_id: str) -> Workflow:
-        call = Call("GET", f"/v1/workflows/{calls._segment(workflow_id)}")
+        call = Call("GET", f"/v1/workflows/{calls.segment(workflow_id)}")
         return Workflow.model_validate(self._send(call).json())
 
     def list_workflows(self) -> list[Workflow]:
