@@ -460,6 +460,60 @@ async def test_the_async_client_waits_out_a_429_too(limited: tuple[Stack, str, s
     assert 429 in wire.statuses
 
 
+def test_envoys_503_while_no_service_serves_is_retried_until_one_does(tmp_path: Path) -> None:
+    """The service dies, its Envoy goes on answering 503; a new service on the same port
+    brings the answers back. A read retried meanwhile gets through; a run is tried once."""
+    stack = Stack(
+        data_dir=tmp_path / "first",
+        database_url=f"sqlite:///{tmp_path / 'flowport.db'}",
+        llm_base_url=None,
+    )
+    stack.start()
+    # The same service again, behind an Envoy of its own: the first Envoy finds it too.
+    again = Stack(
+        data_dir=tmp_path / "again",
+        database_url=stack.database_url,
+        llm_base_url=None,
+        grpc_port=stack.grpc_port,
+    )
+    wire = Wire()
+    restarting = ThreadPoolExecutor(1)
+    restarted: list[Any] = []
+
+    def restart_on_first_503(response: httpx.Response) -> None:
+        if response.status_code == 503 and not restarted:
+            restarted.append(restarting.submit(again.start))
+
+    patient = RetryPolicy(max_attempts=100, backoff_s=0.1, max_backoff_s=0.3)
+    try:
+        _, key = stack.create_key()
+        with httpx.Client(timeout=10, event_hooks=wire.hooks()) as http:
+            with Client(stack.base_url, key, retry=QUICK, http=http) as client:
+                assert client.list_keys()
+                assert stack.process is not None
+                stack.process.kill()
+                stack.process.wait()
+                with pytest.raises(FlowportError) as unavailable:
+                    client.list_keys()
+                assert unavailable.value.status == 503
+                assert wire.statuses[-QUICK.max_attempts :] == [503] * QUICK.max_attempts
+                sent = wire.requests
+                with pytest.raises(FlowportError) as refused:
+                    client.run("wf_x", BMI_INPUT)
+                assert refused.value.status == 503 and wire.requests == sent + 1
+
+            http.event_hooks["response"].append(restart_on_first_503)
+            with Client(stack.base_url, key, retry=patient, http=http) as client:
+                keys = client.list_keys()
+        assert [k.name for k in keys] == ["test"]
+        assert restarted, "the retried call met a 503 first"
+        restarted[0].result(60)
+    finally:
+        restarting.shutdown(wait=True)
+        again.stop()
+        stack.kill()
+
+
 def test_a_closed_port_is_tried_again_then_raised_but_a_run_only_once() -> None:
     wire = Wire()
     url = f"http://127.0.0.1:{free_port()}"
