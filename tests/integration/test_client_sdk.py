@@ -52,6 +52,8 @@ class Wire:
     def __init__(self) -> None:
         self.statuses: list[int] = []
         self.requests = 0
+        # (path, Last-Event-ID) of every request sent.
+        self.sent: list[tuple[str, str | None]] = []
         self.sockets: list[socket.socket] = []
 
     def hooks(self) -> dict[str, list[Any]]:
@@ -60,6 +62,7 @@ class Wire:
     def async_hooks(self) -> dict[str, list[Any]]:
         async def request(request: httpx.Request) -> None:
             self.requests += 1
+            self.sent.append((request.url.path, request.headers.get("last-event-id")))
 
             async def trace(name: str, info: dict[str, Any]) -> None:
                 self._trace(name, info)
@@ -73,6 +76,7 @@ class Wire:
 
     def _request(self, request: httpx.Request) -> None:
         self.requests += 1
+        self.sent.append((request.url.path, request.headers.get("last-event-id")))
         request.extensions["trace"] = self._trace
 
     def _response(self, response: httpx.Response) -> None:
@@ -333,6 +337,32 @@ async def test_an_async_background_run_is_cancelled_and_cancelling_again_is_409(
     assert isinstance(last, RunFailed) and last.code == 499
     assert (again.value.status, again.value.reason) == (409, "RUN_ENDED")
     assert again.value.message == "the run already cancelled"
+
+
+async def test_waiting_for_a_background_run_goes_on_after_its_connection_is_cut(
+    stack: Stack, api: Api, fake_llm: FakeLlm
+) -> None:
+    fake_llm.set_reply(tokens=["slow", " answer"], pause_after=1)
+    workflow_id = api.publish(CHAT)
+    wire = Wire()
+    async with (
+        httpx.AsyncClient(timeout=30, event_hooks=wire.async_hooks()) as http,
+        AsyncClient(stack.base_url, api.key, retry=QUICK, http=http) as client,
+    ):
+        accepted = await client.start(workflow_id, {"输入": "hi"})
+        waiting = asyncio.create_task(client.wait(accepted.run_id))
+        assert await asyncio.to_thread(fake_llm.wait_for_tokens, 1)
+        events = f"/v1/runs/{accepted.run_id}/events"
+        # The model is held mid-answer while the wait follows the run's events: cut then.
+        await asyncio.to_thread(wait_for, lambda: (events, None) in wire.sent, 10, "following")
+        wire.cut()
+        fake_llm.release()
+        run = await waiting
+
+    assert (run.status, run.output) == ("succeeded", "slow answer")
+    # Followed again after the cut (after the frames it had, if any had come).
+    follows = [after for path, after in wire.sent if path == events]
+    assert len(follows) == 2 and follows[0] is None
 
 
 # -- retries ------------------------------------------------------------------------------
