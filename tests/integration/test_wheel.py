@@ -69,6 +69,22 @@ def test_the_installed_wheel_serves_bmi_through_envoy_outside_the_checkout(
             answer = api.run(workflow_id, {"height": "1.8", "weight": 75})
         assert answer.status_code == 200, answer.text
         assert answer.json()["output"] == "您的BMI值是23.15"
+        # The Python client ships in the wheel, its dependencies among the runtime ones.
+        client = subprocess.run(
+            [
+                installed.parent / "python",
+                "-c",
+                "from flowport.client import Client\n"
+                f"print(Client().run({workflow_id!r}, {{'height': 1.8, 'weight': 75}}).output)",
+            ],
+            env={**os.environ, "FLOWPORT_URL": stack.base_url, "FLOWPORT_KEY": api.key},
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert client.returncode == 0, client.stderr
+        assert client.stdout == "您的BMI值是23.15\n"
     finally:
         assert stack.stop() == 0
     # The code that served was the installed package's, not the checkout's.
