@@ -44,6 +44,12 @@ def add_worktree(rev: str, path: Path) -> None:
         check=True,
         capture_output=True,
     )
+    # The installed (editable) package maps flowport.envoy_config to this checkout's envoy/;
+    # a link inside REV's package is found first on its PYTHONPATH, so REV renders its own
+    # Envoy template and Lua filter, not this checkout's.
+    link = path / "services" / "flowport" / "envoy_config"
+    if (path / "envoy").is_dir() and not link.exists():
+        link.symlink_to(path / "envoy", target_is_directory=True)
 
 
 def render(rev: str, comparisons: list[Comparison]) -> str:
