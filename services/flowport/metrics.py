@@ -149,8 +149,9 @@ class Metrics:
         counts[bisect_left(buckets, amount)] += 1
         counts[-1] += amount
 
-    # The three below run once per run, on every run: written out rather than through
-    # `_tally` and `_observe`, whose calls cost as much as the counting.
+    # The three below run on every run, the node loop once per node: their additions are
+    # written out rather than made through `_tally` and `_observe`, whose calls cost as
+    # much as the counting.
 
     def run_started(self, workflow_id: str, mode: str) -> None:
         tallies = self._tallies
