@@ -4,6 +4,7 @@ ceiling (an empty grpc.aio handler behind the same Envoy config), each on free p
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -11,10 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from flowport.demo import seed
 from flowport.envoy import EnvoyProcess, write_config
 from flowport.settings import Settings
-from flowport.storage import Database
 from tests.bench import procs
 from tests.integration.stack import FLOWPORT, REPO, Stack, free_port
 
@@ -22,6 +21,23 @@ BMI_INPUT = {"height": 1.8, "weight": 75}
 BMI_OUTPUT = "您的BMI值是23.15"
 # The bench measures the run path, not the per-key limiter: one key sends all the load.
 UNLIMITED_ENV = {"FLOWPORT_RATE_LIMIT_PER_KEY": "1000000000"}
+# The demo workflows and a key, made by the served version's own code (its tables may differ
+# from this checkout's); prints them as JSON.
+SEED = """
+import asyncio, json, sys
+from flowport.demo import seed
+from flowport.storage import Database
+
+async def main():
+    db = Database.connect(sys.argv[1])
+    try:
+        key, ids = await seed(db)
+    finally:
+        await db.dispose()
+    print(json.dumps({"key": key, "workflow_ids": ids}))
+
+asyncio.run(main())
+"""
 
 
 def run_path(workflow_id: str) -> str:
@@ -82,11 +98,17 @@ class Flowport:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.stack.start)
-        db = Database.connect(self.stack.database_url)
-        try:
-            self.key, self.workflow_ids = await seed(db)
-        finally:
-            await db.dispose()
+        seeded = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", SEED, self.stack.database_url],
+            env=self.stack.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        made = json.loads(seeded.stdout.strip().splitlines()[-1])
+        self.key, self.workflow_ids = made["key"], made["workflow_ids"]
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
             answer = await client.post(
                 self.bmi_path, json={"input": BMI_INPUT}, headers=self.headers
