@@ -106,7 +106,7 @@ def test_who_may_read_a_workflows_description(stack: Stack, api: Api) -> None:
     # A key that may only run, and only `private`.
     runner = api.post("/v1/keys", {"name": "r", "scopes": ["run"], "workflows": [private]}).json()
     with Api(stack.base_url, runner["key"]) as limited:
-        for route in ("schema", "openapi.json"):
+        for route in ("schema", "openapi.json", "snippets"):
             assert limited.get(f"/v1/workflows/{private}/{route}").status_code == 200
             refused = limited.get(f"/v1/workflows/{other}/{route}")
             assert refused.status_code == 403

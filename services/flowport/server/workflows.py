@@ -9,7 +9,7 @@ from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from flowport import schemas
+from flowport import schemas, snippets
 from flowport.auth import Principal
 from flowport.catalog import Published
 from flowport.convert import from_struct, struct, timestamp
@@ -90,6 +90,18 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             pins=[*range(1, newest.version + 1), *(alias.name for alias in aliases)],
         )
         return httpbody_pb2.HttpBody(content_type="application/json", data=dumps(document))
+
+    @translate_errors
+    async def GetWorkflowSnippets(
+        self, request: workflows_pb2.GetWorkflowSnippetsRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.WorkflowSnippets:
+        published = await self._described(context, request.id, 0)
+        written = snippets.snippets(
+            request.id, published.compiled.in_node.inputs, self._services.settings
+        )
+        return workflows_pb2.WorkflowSnippets(
+            snippets=[workflows_pb2.Snippet(lang=s.lang, code=s.code) for s in written]
+        )
 
     async def _described(
         self, context: grpc.aio.ServicerContext, workflow_id: str, version: int

@@ -38,6 +38,26 @@ class GetWorkflowOpenApiRequest(_message.Message):
     version: int
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
+class GetWorkflowSnippetsRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class WorkflowSnippets(_message.Message):
+    __slots__ = ("snippets",)
+    SNIPPETS_FIELD_NUMBER: _ClassVar[int]
+    snippets: _containers.RepeatedCompositeFieldContainer[Snippet]
+    def __init__(self, snippets: _Optional[_Iterable[_Union[Snippet, _Mapping]]] = ...) -> None: ...
+
+class Snippet(_message.Message):
+    __slots__ = ("lang", "code")
+    LANG_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    lang: str
+    code: str
+    def __init__(self, lang: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+
 class SetAliasRequest(_message.Message):
     __slots__ = ("id", "name", "version")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -29,7 +29,8 @@ if _version_not_supported:
 class WorkflowsStub:
     """Manages the caller's workflows: drafts, and the immutable versions publishing makes.
     Every method needs a key with the admin scope and sees only the caller's account, but those
-    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi), which
+    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi,
+    GetWorkflowSnippets), which
     any key that may run the workflow may read.
     """
 
@@ -74,6 +75,11 @@ class WorkflowsStub:
                 request_serializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowOpenApiRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.GetWorkflowSnippets = channel.unary_unary(
+                '/flowport.v1.Workflows/GetWorkflowSnippets',
+                request_serializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowSnippetsRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_workflows__pb2.WorkflowSnippets.FromString,
+                _registered_method=True)
         self.SetAlias = channel.unary_unary(
                 '/flowport.v1.Workflows/SetAlias',
                 request_serializer=flowport_dot_v1_dot_workflows__pb2.SetAliasRequest.SerializeToString,
@@ -84,7 +90,8 @@ class WorkflowsStub:
 class WorkflowsServicer:
     """Manages the caller's workflows: drafts, and the immutable versions publishing makes.
     Every method needs a key with the admin scope and sees only the caller's account, but those
-    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi), which
+    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi,
+    GetWorkflowSnippets), which
     any key that may run the workflow may read.
     """
 
@@ -150,6 +157,16 @@ class WorkflowsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkflowSnippets(self, request, context):
+        """Code that calls the workflow's newest version, as printed: curl, Python (httpx),
+        JavaScript (fetch) and gRPC (Python). The key is read from the environment variable
+        FLOWPORT_API_KEY, never written in. Who may read it: as for GetWorkflowSchema.
+        Errors as for GetWorkflowSchema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetAlias(self, request, context):
         """Points an alias (`prod`, `staging`, ...) at a published version, creating it or moving it
         (a rollback is moving it back). A run call pinning `"version": "<alias>"` runs that version
@@ -199,6 +216,11 @@ def add_WorkflowsServicer_to_server(servicer, server):
                     request_deserializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowOpenApiRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
+            'GetWorkflowSnippets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowSnippets,
+                    request_deserializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowSnippetsRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_workflows__pb2.WorkflowSnippets.SerializeToString,
+            ),
             'SetAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAlias,
                     request_deserializer=flowport_dot_v1_dot_workflows__pb2.SetAliasRequest.FromString,
@@ -215,7 +237,8 @@ def add_WorkflowsServicer_to_server(servicer, server):
 class Workflows:
     """Manages the caller's workflows: drafts, and the immutable versions publishing makes.
     Every method needs a key with the admin scope and sees only the caller's account, but those
-    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi), which
+    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi,
+    GetWorkflowSnippets), which
     any key that may run the workflow may read.
     """
 
@@ -398,6 +421,33 @@ class Workflows:
             '/flowport.v1.Workflows/GetWorkflowOpenApi',
             flowport_dot_v1_dot_workflows__pb2.GetWorkflowOpenApiRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowSnippets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Workflows/GetWorkflowSnippets',
+            flowport_dot_v1_dot_workflows__pb2.GetWorkflowSnippetsRequest.SerializeToString,
+            flowport_dot_v1_dot_workflows__pb2.WorkflowSnippets.FromString,
             options,
             channel_credentials,
             insecure,
