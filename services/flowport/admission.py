@@ -14,7 +14,7 @@ from typing import Any
 
 from flowport import url_inputs
 from flowport.auth import Principal
-from flowport.catalog import Catalog
+from flowport.catalog import Catalog, Published
 from flowport.engine import CompiledWorkflow, InputSpec, WorkflowLoader, validate_inputs
 from flowport.engine.llm import ChatMessage
 from flowport.errors import CreditsExhausted, PermissionDenied, QueueFull
@@ -23,7 +23,7 @@ from flowport.jobs import Jobs
 from flowport.modes import Mode
 from flowport.outbound import Outbound
 from flowport.policy import ContentPolicy
-from flowport.storage import Database, NewRun, Recorder, count_queued, recent_turns
+from flowport.storage import Database, NewRun, Pin, Recorder, count_queued, recent_turns
 from flowport.url_inputs import FetchedFile
 from flowport.webhooks import check_webhook_url
 
@@ -53,6 +53,8 @@ class PreparedRun:
     session_id: str
     # The workflow's id (its metrics are counted by it).
     workflow_id: str
+    # The published version that runs.
+    version: int
     workflow: CompiledWorkflow
     inputs: dict[str, Any]
     # What workflow nodes of this run execute: the owning account's workflows.
@@ -115,17 +117,15 @@ class Admission:
         mode: Mode = "blocking",
         webhook_url: str | None = None,
         run_id: str | None = None,
+        version: Pin = None,
     ) -> PreparedRun:
         """Everything that can fail before the first event: a failure here is a plain HTTP
         error. Scope, workflow, visibility, input, content policy, webhook, the queue's
         bound, and only then a credit is spent. A blocking client learns the run's id only
         with its outcome, so its run need not wait for its row's commit. `run_id`: the id an
-        Idempotency-Key claimed for it."""
-        principal.require("run")
-        principal.may_run(workflow_id)
-        workflow = await self._catalog.newest(workflow_id)
-        if workflow.visibility != "public" and workflow.account_id != principal.account_id:
-            raise PermissionDenied(f"workflow {workflow_id} is private to another account")
+        Idempotency-Key claimed for it. `version`: the version number or alias the call
+        pins, else the newest runs."""
+        workflow = await self.runnable(principal, workflow_id, version)
         specs = workflow.compiled.in_node.inputs
         if map_input is not None and isinstance(raw_input, dict):
             raw_input = map_input(specs, raw_input)
@@ -188,6 +188,7 @@ class Admission:
             account_id=principal.account_id,
             session_id=session_id,
             workflow_id=workflow.workflow_id,
+            version=workflow.version,
             workflow=workflow.compiled,
             inputs=inputs,
             load_workflow=self._catalog.loader(workflow.account_id),
@@ -197,6 +198,17 @@ class Admission:
             mode=mode,
             webhook_url=webhook_url,
         )
+
+    async def runnable(self, principal: Principal, workflow_id: str, version: Pin) -> Published:
+        """The version of the workflow a call pins (else the newest), if `principal` may run
+        it: the run scope, the key's list of workflows, the workflow's visibility."""
+        principal.require("run")
+        principal.may_run(workflow_id)
+        workflow = await self._catalog.newest(workflow_id)
+        if workflow.visibility != "public" and workflow.account_id != principal.account_id:
+            raise PermissionDenied(f"workflow {workflow_id} is private to another account")
+        # Only a caller who may run the workflow learns which versions and aliases it has.
+        return await self._catalog.pinned(workflow_id, version)
 
     async def _check_queue(self, account_id: str) -> None:
         waiting = await self._db.run(lambda s: count_queued(s, account_id=account_id))

@@ -91,6 +91,7 @@ class BackgroundRuns:
             account_id=record.account_id,
             session_id=record.session_id or "",
             workflow_id=workflow.workflow_id,
+            version=workflow.version,
             workflow=workflow.compiled,
             inputs=inputs,
             load_workflow=self._catalog.loader(workflow.account_id),

@@ -10,7 +10,7 @@ from typing import Any
 from flowport.cache import LoadingCache
 from flowport.engine import CompiledWorkflow, WorkflowLoader, compile_workflow, parse_definition
 from flowport.errors import NotFound, SubWorkflowNotFound
-from flowport.storage import Database, get_published_workflow
+from flowport.storage import Database, Pin, get_published_workflow
 
 # A workflow's newest version is trusted this long without asking the database: a version
 # published by a process that tells no replica (the CLI) is used within this time.
@@ -37,11 +37,22 @@ class Catalog:
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self._newest: LoadingCache[str, Published] = LoadingCache(ttl_s=CACHE_TTL_S, clock=clock)
+        # Runs that pin a version or an alias; an alias moved is forgotten like a publish.
+        self._pinned: LoadingCache[tuple[str, int | str], Published] = LoadingCache(
+            ttl_s=CACHE_TTL_S, clock=clock
+        )
         self._compiled: dict[tuple[str, int], CompiledWorkflow] = {}
 
     async def newest(self, workflow_id: str) -> Published:
         """The workflow's newest published version; NotFound if it has none."""
         return await self._newest.get(workflow_id, lambda: self._read(workflow_id))
+
+    async def pinned(self, workflow_id: str, pin: Pin) -> Published:
+        """The version a run call pins (a number or an alias), else the newest; NotFound (or
+        VersionNotFound) if there is no such version."""
+        if pin is None:
+            return await self.newest(workflow_id)
+        return await self._pinned.get((workflow_id, pin), lambda: self._read(workflow_id, pin))
 
     async def version(self, workflow_id: str, version: int) -> Published:
         """A published version, newest or not (a background run's, taken after a newer one
@@ -49,8 +60,10 @@ class Catalog:
         return await self._read(workflow_id, version)
 
     def forget(self, workflow_id: str) -> None:
-        """The workflow was published or saved: the next run reads it afresh."""
+        """The workflow was published or saved, or an alias moved: the next run reads it
+        afresh."""
         self._newest.invalidate(workflow_id)
+        self._pinned.invalidate_where(lambda published: published.workflow_id == workflow_id)
 
     def loader(self, account_id: str) -> WorkflowLoader:
         """What workflow nodes of `account_id`'s runs execute: the newest version of another
@@ -68,7 +81,7 @@ class Catalog:
 
         return load
 
-    async def _read(self, workflow_id: str, number: int | None = None) -> Published:
+    async def _read(self, workflow_id: str, number: Pin = None) -> Published:
         workflow, version = await self._db.run(
             lambda session: get_published_workflow(session, workflow_id=workflow_id, version=number)
         )

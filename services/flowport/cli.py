@@ -14,14 +14,16 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from flowport.engine import parse_definition
+from flowport.engine import compile_workflow, parse_definition
 from flowport.errors import FlowportError
 from flowport.settings import Settings
+from flowport.snippets import LANGS, snippets
 from flowport.storage import (
     Database,
     create_api_key,
     create_workflow,
     get_or_create_account,
+    get_published_workflow,
     list_workflows,
     publish_workflow,
     set_credits,
@@ -113,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     publish.add_argument("file", type=Path, help="the workflow definition")
     publish.add_argument("--account", required=True, help="the owning account; created if missing")
+    snippet = workflows.add_parser(
+        "snippet",
+        help="print code that calls a published workflow (the key read from the "
+        "environment variable FLOWPORT_API_KEY)",
+    )
+    snippet.add_argument("workflow_id", metavar="ID", help="the workflow's id")
+    snippet.add_argument("--lang", choices=LANGS, default="curl", help="the language (curl)")
 
     accounts = commands.add_parser("accounts", help="accounts").add_subparsers(
         dest="action", required=True
@@ -202,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"flowport: {error.message}", file=sys.stderr)
             return 1
         print(secret)
+        return 0
+    if args.command == "workflows" and args.action == "snippet":
+        try:
+            code = asyncio.run(_snippet(settings, args.workflow_id, args.lang))
+        except FlowportError as error:
+            print(f"flowport: {error.message}", file=sys.stderr)
+            return 1
+        print(code, end="")
         return 0
     if args.command == "workflows":
         try:
@@ -377,6 +394,18 @@ and FLOWPORT_LLM_MODEL pointing at an OpenAI-compatible provider):
         file=sys.stderr,
     )
     return 0
+
+
+async def _snippet(settings: Settings, workflow_id: str, lang: str) -> str:
+    """The code for the workflow's newest version, addressed to this configuration's port."""
+    db = await _open(settings)
+    try:
+        async with db.session() as session:
+            _, version = await get_published_workflow(session, workflow_id=workflow_id)
+    finally:
+        await db.dispose()
+    specs = compile_workflow(parse_definition(version.definition)).in_node.inputs
+    return snippets(workflow_id, specs, settings, [lang])[0].code
 
 
 async def _open(settings: Settings) -> Database:

@@ -56,6 +56,11 @@ class NotFound(FlowportError):
     """No such workflow, run or key (another account's are not found either)."""
 
 
+class VersionNotFound(NotFound):
+    """A run pinned a version or alias the workflow does not have; told only to callers who
+    may run the workflow."""
+
+
 class SubWorkflowNotFound(NotFound):
     """A workflow node's workflow is not published, or not its account's: the run fails, which is
     not the caller naming an unknown workflow."""

@@ -16,10 +16,10 @@ from flowport.engine import (
     Token,
 )
 from flowport.errors import FlowportError, InvalidArgument
-from flowport.jsonbody import dumps
+from flowport.jsonbody import Pin, dumps
 from flowport.modes import MODES, Mode
 
-BODY_FIELDS = ("input", "stream", "session_id", "mode", "webhook_url")
+BODY_FIELDS = ("input", "stream", "session_id", "mode", "webhook_url", "version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,8 @@ class FlowAiRequest:
     mode: Mode = "blocking"
     session_id: str | None = None
     webhook_url: str | None = None
+    # The version number or alias the call pins; None runs the newest.
+    version: Pin = None
 
     @property
     def stream(self) -> bool:
@@ -37,7 +39,7 @@ class FlowAiRequest:
 
 def parse_request(body: bytes) -> FlowAiRequest:
     """`{"input": {...}, "stream": true, "session_id": "..."}`, and Flowport's own `mode` and
-    `webhook_url`; every problem is a 400 naming it."""
+    `webhook_url` and `version`; every problem is a 400 naming it."""
     data = jsonbody.read_object(body, fields=BODY_FIELDS, example='{"input": {...}}')
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
@@ -54,6 +56,7 @@ def parse_request(body: bytes) -> FlowAiRequest:
         mode=mode,
         session_id=jsonbody.optional_session_id(data),
         webhook_url=jsonbody.optional_webhook_url(data),
+        version=jsonbody.pin(data.get("version")),
     )
 
 

@@ -22,6 +22,11 @@ MAX_NUMBER = sys.float_info.max
 # Digits of the longest integer below MAX_NUMBER; longer ones are refused before int() sees them
 # (int() itself stops at 4300 digits, with a ValueError json.loads does not name).
 MAX_INT_DIGITS = len(str(int(MAX_NUMBER)))
+# An alias of a workflow's version starts with a letter, so that a pin is a version number or
+# an alias, never both.
+ALIAS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+# A run call's `version`: a number, an alias, or None for the newest.
+Pin = int | str | None
 # A \u escape of a UTF-16 surrogate; only a pair of them makes a character.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -82,7 +87,8 @@ def _check_values(data: Any, *, surrogates: bool) -> None:
                     raise InvalidArgument.at(_where(path), "a key holds a lone UTF-16 surrogate")
                 pending.append((item, (*path, key)))
         elif isinstance(value, float | int) and not isinstance(value, bool):
-            if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            # abs() first: math.isfinite cannot take an int beyond a double (OverflowError).
+            if abs(value) > MAX_NUMBER or not math.isfinite(value):
                 raise InvalidArgument.at(_where(path), "number out of range (beyond a double)")
         elif surrogates and isinstance(value, str) and not _is_unicode(value):
             raise InvalidArgument.at(_where(path), "a string holds a lone UTF-16 surrogate")
@@ -141,6 +147,29 @@ def optional_choice(data: dict[str, Any], name: str, choices: Sequence[str]) -> 
     if value not in choices:
         raise InvalidArgument.at(name, f"must be one of {', '.join(map(repr, choices))}")
     return str(value)
+
+
+def pin(value: object, name: str = "version") -> Pin:
+    """A run call's `version`: a published version's number (3, or "3" from callers that send
+    strings), an alias ("prod"), or None (absent, null or empty) for the newest."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        # A JSON number through google.protobuf.Value (gRPC's RunRequest) is a double.
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= 2**31 - 1:
+            raise InvalidArgument.at(name, "a version number is 1 or more")
+        return value
+    if isinstance(value, str) and ALIAS_NAME.fullmatch(value):
+        return value
+    raise InvalidArgument.at(
+        name,
+        'must be a version number (3) or an alias ("prod": a letter, then up to 62 '
+        "letters, digits, _ or -)",
+    )
 
 
 def dumps(value: Any) -> bytes:

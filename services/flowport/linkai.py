@@ -8,10 +8,10 @@ from typing import Any
 
 from flowport import errors, jsonbody, statuses
 from flowport.engine import InputSpec
-from flowport.jsonbody import dumps
+from flowport.jsonbody import Pin, dumps
 from flowport.modes import Mode
 
-BODY_FIELDS = ("app_code", "args", "session_id", "mode", "webhook_url")
+BODY_FIELDS = ("app_code", "args", "session_id", "mode", "webhook_url", "version")
 # LinkAI's route answers with the outcome, or at once for a background run.
 MODES = ("blocking", "async")
 # LinkAI's system variables and the input type each one fills when the workflow does not
@@ -26,6 +26,8 @@ class LinkAiRequest:
     session_id: str | None = None
     mode: Mode = "blocking"
     webhook_url: str | None = None
+    # The version number or alias the call pins; None runs the newest.
+    version: Pin = None
 
 
 def parse_request(body: bytes) -> LinkAiRequest:
@@ -44,6 +46,7 @@ def parse_request(body: bytes) -> LinkAiRequest:
         session_id=jsonbody.optional_session_id(data),
         mode="async" if async_run else "blocking",
         webhook_url=jsonbody.optional_webhook_url(data),
+        version=jsonbody.pin(data.get("version")),
     )
 
 

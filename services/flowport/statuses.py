@@ -35,6 +35,7 @@ from flowport.errors import (
     Unauthenticated,
     Unavailable,
     UpstreamFailed,
+    VersionNotFound,
     WorkflowNotAllowed,
 )
 
@@ -70,6 +71,7 @@ TABLE: dict[type[FlowportError], Statuses] = {
     MissingScope:        Statuses(Code.PERMISSION_DENIED,  403,  408,  "SCOPE_MISSING"),
     WorkflowNotAllowed:  Statuses(Code.PERMISSION_DENIED,  403,  403,  "WORKFLOW_NOT_ALLOWED"),
     NotFound:            Statuses(Code.NOT_FOUND,          404,  402,  "NOT_FOUND"),
+    VersionNotFound:     Statuses(Code.NOT_FOUND,          404,  402,  "VERSION_NOT_FOUND"),
     SubWorkflowNotFound: Statuses(Code.NOT_FOUND,          404,  503,  "SUB_WORKFLOW_NOT_FOUND"),
     CreditsExhausted:    Statuses(Code.RESOURCE_EXHAUSTED, 402,  406,  "CREDITS_EXHAUSTED"),
     ContentBlocked:      Statuses(Code.ABORTED,            409,  409,  "CONTENT_BLOCKED"),

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import grpc
 import httpx
 import pytest
+from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -46,6 +47,7 @@ from flowport.errors import (
     Unauthenticated,
     Unavailable,
     UpstreamFailed,
+    VersionNotFound,
     WorkflowNotAllowed,
 )
 from flowport.v1 import (
@@ -85,6 +87,8 @@ class RunCall:
     headers: dict[str, str] = field(default_factory=dict)
     # "async": a background run, which only the surfaces that answer at once can make.
     mode: str | None = None
+    # The version the call pins: a number or an alias.
+    version: int | str | None = None
 
 
 @dataclass
@@ -207,6 +211,11 @@ def workflow_outside_the_keys_list(world: World) -> RunCall:
 
 def unknown_workflow(world: World) -> RunCall:
     return RunCall(world.stack, world.api.key, "wf_missing", BMI_INPUT, "before")
+
+
+def unknown_alias(world: World) -> RunCall:
+    workflow_id = world.api.publish(BMI)
+    return RunCall(world.stack, world.api.key, workflow_id, BMI_INPUT, "before", version="prod")
 
 
 def missing_sub_workflow(world: World) -> RunCall:
@@ -374,6 +383,7 @@ RUN_TRIGGERS: dict[type[FlowportError], list[RunTrigger]] = {
     MissingScope:        [key_without_the_run_scope],
     WorkflowNotAllowed:  [workflow_outside_the_keys_list],
     NotFound:            [unknown_workflow],
+    VersionNotFound:     [unknown_alias],
     SubWorkflowNotFound: [missing_sub_workflow],
     CreditsExhausted:    [no_credits_left],
     ContentBlocked:      [blocked_input, blocked_output],
@@ -410,8 +420,15 @@ def _metadata(call: RunCall) -> Metadata:
     return [("x-api-key", call.key), *((k.lower(), v) for k, v in call.headers.items())]
 
 
-def _mode(call: RunCall) -> dict[str, str]:
-    return {"mode": call.mode} if call.mode else {}
+def _mode(call: RunCall) -> dict[str, Any]:
+    """The body's fields besides the input: the mode and the version pinned, when set."""
+    return ({"mode": call.mode} if call.mode else {}) | (
+        {"version": call.version} if call.version is not None else {}
+    )
+
+
+def _pin(call: RunCall) -> struct_pb2.Value | None:
+    return None if call.version is None else json_format.ParseDict(call.version, struct_pb2.Value())
 
 
 def flowai(call: RunCall) -> Answer:
@@ -425,7 +442,7 @@ def flowai(call: RunCall) -> Answer:
 def flowai_stream(call: RunCall) -> Answer:
     with (
         Api(call.stack.base_url, call.key) as api,
-        api.stream(call.workflow_id, call.input, headers=_headers(call)) as sse,
+        api.stream(call.workflow_id, call.input, headers=_headers(call), **_mode(call)) as sse,
     ):
         if sse.response.status_code != 200:
             body = json.loads(sse.response.read())
@@ -446,7 +463,10 @@ def linkai(call: RunCall) -> Answer:
 
 def grpc_run(call: RunCall) -> Answer:
     request = runner_pb2.RunRequest(
-        workflow_id=call.workflow_id, input=struct(call.input), mode=call.mode or ""
+        workflow_id=call.workflow_id,
+        input=struct(call.input),
+        mode=call.mode or "",
+        version=_pin(call),
     )
     with grpc.insecure_channel(call.stack.envoy_target) as channel:
         runner = runner_pb2_grpc.WorkflowRunnerStub(channel)
@@ -456,7 +476,9 @@ def grpc_run(call: RunCall) -> Answer:
 
 
 def grpc_stream(call: RunCall) -> Answer:
-    request = runner_pb2.RunStreamRequest(workflow_id=call.workflow_id, input=struct(call.input))
+    request = runner_pb2.RunStreamRequest(
+        workflow_id=call.workflow_id, input=struct(call.input), version=_pin(call)
+    )
     with grpc.insecure_channel(call.stack.envoy_target) as channel:
         runner = runner_pb2_grpc.WorkflowRunnerStub(channel)
         try:
@@ -480,7 +502,7 @@ def rest_run(call: RunCall) -> Answer:
 def rest_stream(call: RunCall) -> Answer:
     response = httpx.post(
         f"{call.stack.base_url}/v1/workflows/{call.workflow_id}:runStream",
-        json={"input": call.input},
+        json={"input": call.input, **_mode(call)},
         headers=_headers(call),
         timeout=30,
     )

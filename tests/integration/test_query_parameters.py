@@ -27,6 +27,9 @@ VARIABLE = re.compile(r"\{([\w.]+)(?:=[^}]*)?\}")
 DOCUMENTED = {
     ("GET", "/v1/runs/{run_id}/events"): {"after"},
     ("GET", "/v1/audit"): {"limit", "page_token"},
+    ("GET", "/v1/workflows/{id}/schema"): {"version"},
+    ("GET", "/v1/runs"): {"workflow_id", "status", "after", "before", "page_size", "page_token"},
+    ("GET", "/v1/workflows/{id}/openapi.json"): {"version"},
 }
 
 

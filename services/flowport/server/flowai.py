@@ -47,8 +47,12 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                     mode=body.mode,
                     webhook_url=body.webhook_url,
                     run_id=run_id,
+                    version=body.version,
                 ),
                 workflow_id=request.workflow_id,
+            )
+            ran = run_calls.version_header(
+                await run_calls.version_of(services, admitted, caller.account_id)
             )
         except Exception as error:
             # Any failure before the run starts is a plain HTTP answer, never a broken stream.
@@ -59,7 +63,7 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
         # A repeated call's session is on its run's record (its answer says it).
         session_id = None if isinstance(admitted, Repeat) else admitted.session_id
         if body.mode == "async":
-            await context.send_initial_metadata(run_calls.accepted_headers(run_id))
+            await context.send_initial_metadata(run_calls.accepted_headers(run_id) + ran)
             yield httpbody_pb2.HttpBody(
                 content_type=JSON, data=flowai.dumps(run_calls.accepted(run_id))
             )
@@ -70,9 +74,9 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                     services, admitted, caller.account_id, detached=run_calls.keyed(context)
                 )
             except Exception as error:
-                yield await _http_error(context, error, _run_headers(run_id, session_id))
+                yield await _http_error(context, error, _run_headers(run_id, session_id) + ran)
                 return
-            await context.send_initial_metadata(_run_headers(run_id, session_id))
+            await context.send_initial_metadata(_run_headers(run_id, session_id) + ran)
             yield httpbody_pb2.HttpBody(
                 content_type=JSON, data=flowai.dumps(flowai.output_payload(result))
             )
@@ -80,11 +84,11 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
 
         if isinstance(admitted, Repeat):
             # The first call's stream again, from its log, with the frames' ids.
-            await context.send_initial_metadata(SSE_HEADERS + _run_headers(run_id))
+            await context.send_initial_metadata(SSE_HEADERS + _run_headers(run_id) + ran)
             async for data in run_calls.replayed(services, caller.account_id, run_id):
                 yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
             return
-        await context.send_initial_metadata(SSE_HEADERS + _run_headers(run_id, session_id))
+        await context.send_initial_metadata(SSE_HEADERS + _run_headers(run_id, session_id) + ran)
         live = services.execution.start(admitted, keep_going=run_calls.keyed(context))
         async for batch in live.follow(services.settings.stream_heartbeat_s):
             if batch is None:

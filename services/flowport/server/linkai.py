@@ -22,6 +22,8 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
         self, request: linkai_pb2.RunAppRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
         services = self._services
+        # The version that runs, once known: every answer after that says it.
+        ran: run_calls.Metadata = ()
         try:
             body = linkai.parse_request(request.body.data)
             caller = await services.caller(context)
@@ -39,11 +41,17 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
                     mode=body.mode,
                     webhook_url=body.webhook_url,
                     run_id=run_id,
+                    version=body.version,
                 ),
                 workflow_id=body.app_code,
             )
+            ran = run_calls.version_header(
+                await run_calls.version_of(services, admitted, caller.account_id)
+            )
             if body.mode == "async":
-                await context.send_initial_metadata(run_calls.accepted_headers(admitted.run_id))
+                await context.send_initial_metadata(
+                    run_calls.accepted_headers(admitted.run_id) + ran
+                )
                 return httpbody_pb2.HttpBody(
                     content_type=JSON,
                     data=linkai.accepted_body(run_calls.accepted(admitted.run_id)),
@@ -57,9 +65,10 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
             # Envoy's Lua filter turns this header into the response's status: LinkAI's code.
             code = statuses.of(known).linkai
             await context.send_initial_metadata(
-                (("x-http-status", str(code)), *error_headers(known))
+                (("x-http-status", str(code)), *error_headers(known), *ran)
             )
             return httpbody_pb2.HttpBody(content_type=JSON, data=linkai.error_body(known))
+        await context.send_initial_metadata(ran)
         return httpbody_pb2.HttpBody(
             content_type=JSON,
             data=linkai.success_body(

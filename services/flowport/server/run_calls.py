@@ -15,6 +15,7 @@ from flowport.engine import RunSucceeded
 from flowport.idempotency import Repeat
 from flowport.server.context import Services
 from flowport.server.status import is_rest
+from flowport.storage import get_run
 
 IDEMPOTENCY_METADATA = "idempotency-key"
 
@@ -50,6 +51,21 @@ async def admit_once(
     return await services.idempotency.admit(
         caller.account_id, key, idempotency.fingerprint(*call), admit
     )
+
+
+async def version_of(services: Services, admitted: PreparedRun | Repeat, account_id: str) -> int:
+    """The version the run runs: a repeated call's is on its run's record."""
+    if isinstance(admitted, PreparedRun):
+        return admitted.version
+    record, _ = await services.db.run(
+        lambda s: get_run(s, account_id=account_id, run_id=admitted.run_id)
+    )
+    return record.version
+
+
+def version_header(version: int) -> Metadata:
+    """Which version ran, on every answer of a run."""
+    return (("x-workflow-version", str(version)),)
 
 
 def keyed(context: grpc.aio.ServicerContext) -> bool:

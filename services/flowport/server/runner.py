@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import json_format
 
 from flowport import jsonbody, run_record, statuses
 from flowport.admission import PreparedRun
@@ -45,6 +46,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         """Run and RunStream carry the same fields and go through the same checks."""
         services = self._services
         webhook_url = jsonbody.optional_webhook_url({"webhook_url": request.webhook_url})
+        version = jsonbody.pin(_pin_value(request))
         caller = await services.caller(context)
         admitted = await run_calls.admit_once(
             services,
@@ -59,6 +61,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
                 mode=mode,
                 webhook_url=webhook_url,
                 run_id=run_id,
+                version=version,
             ),
             workflow_id=request.workflow_id,
         )
@@ -71,6 +74,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         mode = _run_mode(request.mode)
         admitted, caller = await self._admit(request, context, mode=mode)
         accepted = run_calls.accepted(admitted.run_id)
+        version = await run_calls.version_of(self._services, admitted, caller.account_id)
         if mode == "async":
             await context.send_initial_metadata(
                 run_calls.accepted_metadata(context, admitted.run_id)
@@ -80,6 +84,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
                 session_id=await self._session_of(admitted, caller.account_id),
                 status=accepted["status"],
                 events_url=accepted["events_url"],
+                version=version,
             )
         result, session_id = await run_calls.outcome(
             self._services, admitted, caller.account_id, detached=run_calls.keyed(context)
@@ -93,6 +98,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
             status="succeeded",
             # A finished run's events are there too, composed from its record.
             events_url=accepted["events_url"],
+            version=version,
         )
 
     async def _session_of(self, admitted: PreparedRun | Repeat, account_id: str) -> str:
@@ -109,15 +115,16 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
         admitted, caller = await self._admit(request, context, mode="stream")
+        version = await run_calls.version_of(self._services, admitted, caller.account_id)
         if isinstance(admitted, Repeat):
             async for event, session_id in self._repeated(caller.account_id, admitted.run_id):
-                yield _event(event, session_id=session_id)
+                yield _event(event, session_id=session_id, version=version)
             return
         live = self._services.execution.start(admitted, keep_going=run_calls.keyed(context))
         # gRPC keeps a quiet stream alive itself (HTTP/2): a heartbeat here is nothing to send.
         async for batch in live.follow(self._services.settings.stream_heartbeat_s):
             for event in batch.events if batch is not None else ():
-                yield _event(event, session_id=admitted.session_id)
+                yield _event(event, session_id=admitted.session_id, version=version)
 
     async def _repeated(self, account_id: str, run_id: str) -> AsyncIterator[tuple[RunEvent, str]]:
         """A repeated RunStream's events: the first call's run followed while it executes
@@ -136,6 +143,13 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
             yield event, record.session_id or ""
 
 
+def _pin_value(request: runner_pb2.RunRequest | runner_pb2.RunStreamRequest) -> object:
+    """The `version` field as JSON would have it: a number, a string, or None when unset."""
+    if not request.HasField("version"):
+        return None
+    return json_format.MessageToDict(request.version)
+
+
 def _run_mode(mode: str) -> Mode:
     """RunRequest's mode: empty or "blocking" runs to the end, "async" in the background."""
     if mode in ("", "blocking"):
@@ -145,7 +159,7 @@ def _run_mode(mode: str) -> Mode:
     raise InvalidArgument.at("mode", 'must be "blocking" or "async" (or empty)')
 
 
-def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
+def _event(event: RunEvent, *, session_id: str, version: int) -> runner_pb2.RunStreamResponse:
     match event:
         case RunStarted():
             return runner_pb2.RunStreamResponse(
@@ -154,6 +168,7 @@ def _event(event: RunEvent, *, session_id: str) -> runner_pb2.RunStreamResponse:
                     node_id=event.node_id,
                     input=struct(event.inputs),
                     session_id=session_id,
+                    version=version,
                 )
             )
         case NodeStarted():

@@ -5,20 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport import schemas, snippets
 from flowport.auth import Principal
+from flowport.catalog import Published
 from flowport.convert import from_struct, struct, timestamp
 from flowport.engine import parse_definition
+from flowport.errors import InvalidArgument
+from flowport.jsonbody import dumps
 from flowport.server.context import Services
 from flowport.server.status import translate_errors
 from flowport.storage import (
     Workflow,
     create_workflow,
     get_workflow,
+    list_aliases,
     list_workflows,
     publish_workflow,
+    set_alias,
     update_workflow_draft,
 )
 from flowport.v1 import workflows_pb2, workflows_pb2_grpc
@@ -55,6 +62,74 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
         # The next run on any replica uses the new version.
         await self._services.forget_workflow(request.id)
         return workflows_pb2.PublishWorkflowResponse(id=request.id, version=version.version)
+
+    @translate_errors
+    async def GetWorkflowSchema(
+        self, request: workflows_pb2.GetWorkflowSchemaRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.WorkflowSchema:
+        published = await self._described(context, request.id, request.version)
+        return workflows_pb2.WorkflowSchema(
+            version=published.version,
+            input=struct(schemas.input_schema(published.compiled.in_node.inputs)),
+            output=struct(schemas.output_schema(published.compiled)),
+        )
+
+    @translate_errors
+    async def GetWorkflowOpenApi(
+        self, request: workflows_pb2.GetWorkflowOpenApiRequest, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        published = await self._described(context, request.id, request.version)
+        aliases = await self._services.db.run(
+            lambda session: list_aliases(session, workflow_id=request.id)
+        )
+        newest = await self._services.catalog.newest(request.id)
+        document = schemas.openapi_document(
+            workflow_id=request.id,
+            version=published.version,
+            workflow=published.compiled,
+            pins=[*range(1, newest.version + 1), *(alias.name for alias in aliases)],
+        )
+        return httpbody_pb2.HttpBody(content_type="application/json", data=dumps(document))
+
+    @translate_errors
+    async def GetWorkflowSnippets(
+        self, request: workflows_pb2.GetWorkflowSnippetsRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.WorkflowSnippets:
+        published = await self._described(context, request.id, 0)
+        written = snippets.snippets(
+            request.id, published.compiled.in_node.inputs, self._services.settings
+        )
+        return workflows_pb2.WorkflowSnippets(
+            snippets=[workflows_pb2.Snippet(lang=s.lang, code=s.code) for s in written]
+        )
+
+    async def _described(
+        self, context: grpc.aio.ServicerContext, workflow_id: str, version: int
+    ) -> Published:
+        """The version a caller asks to read about: any key that may run it may."""
+        if version < 0:
+            raise InvalidArgument.at("version", "a version number is 1 or more")
+        caller = await self._services.caller(context)
+        return await self._services.admission.runnable(caller, workflow_id, version or None)
+
+    @translate_errors
+    async def SetAlias(
+        self, request: workflows_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.Alias:
+        caller = await self._services.admin(context)
+        alias = await self._services.db.run(
+            lambda session: set_alias(
+                session,
+                account_id=caller.account_id,
+                workflow_id=request.id,
+                name=request.name,
+                version=request.version,
+                actor=caller.key_id,
+            )
+        )
+        # Runs pinning the alias on every replica run the version it points at now.
+        await self._services.forget_workflow(request.id)
+        return workflows_pb2.Alias(name=alias.name, version=alias.version)
 
     @translate_errors
     async def GetWorkflow(

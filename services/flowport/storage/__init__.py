@@ -37,6 +37,7 @@ from flowport.storage.models import (
     WebhookDelivery,
     WebhookSecret,
     Workflow,
+    WorkflowAlias,
     WorkflowVersion,
 )
 from flowport.storage.recorder import Begun, LogEntry, Recorder
@@ -56,6 +57,7 @@ from flowport.storage.runs import (
     count_queued,
     create_run,
     get_run,
+    list_runs,
     queued_runs,
     run_and_nodes,
     run_status,
@@ -69,11 +71,14 @@ from flowport.storage.webhooks import (
     undelivered_runs,
 )
 from flowport.storage.workflows import (
+    Pin,
     create_workflow,
     get_published_workflow,
     get_workflow,
+    list_aliases,
     list_workflows,
     publish_workflow,
+    set_alias,
     update_workflow_draft,
 )
 
@@ -93,6 +98,7 @@ __all__ = [
     "NewRun",
     "NodeRun",
     "NodeRunRecord",
+    "Pin",
     "Recorder",
     "Replica",
     "Run",
@@ -101,6 +107,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookSecret",
     "Workflow",
+    "WorkflowAlias",
     "WorkflowVersion",
     "append_frame",
     "audit_page",
@@ -124,7 +131,9 @@ __all__ = [
     "get_workflow",
     "key_run",
     "last_seq",
+    "list_aliases",
     "list_api_keys",
+    "list_runs",
     "list_workflows",
     "live_replicas",
     "log_after",
@@ -143,6 +152,7 @@ __all__ = [
     "rotate_secret",
     "run_and_nodes",
     "run_status",
+    "set_alias",
     "set_credits",
     "signing_secret",
     "spend_credit",

@@ -123,6 +123,20 @@ class WorkflowVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
 
 
+class WorkflowAlias(SQLModel, table=True):
+    """A name (`prod`) for one published version of a workflow; moving it is how a rollback
+    is done without publishing again."""
+
+    __tablename__ = "workflow_aliases"
+    __table_args__ = (sa.UniqueConstraint("workflow_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(foreign_key="workflows.id")
+    name: str
+    version: int
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
 # A run's status moves forward once: from a live status to a final one, never back.
 LIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, func, select, update
+from sqlmodel import and_, col, func, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from flowport.errors import NotFound
@@ -158,3 +158,44 @@ async def cancel_queued(session: AsyncSession, *, run_id: str, reason: str, code
     )
     await session.commit()
     return bool(result.rowcount)
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    limit: int,
+    workflow_id: str | None = None,
+    status: str | None = None,
+    after: datetime | None = None,
+    before: datetime | None = None,
+    cursor: tuple[datetime, str] | None = None,
+) -> tuple[list[Run], tuple[datetime, str] | None]:
+    """The account's runs, newest first (by start, then id), filtered; past `cursor` (the last
+    run of the page before) when given. Returns the page and the next page's cursor, None on
+    the last page."""
+    query = select(Run).where(Run.account_id == account_id)
+    if workflow_id is not None:
+        query = query.where(Run.workflow_id == workflow_id)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if after is not None:
+        query = query.where(col(Run.started_at) > after)
+    if before is not None:
+        query = query.where(col(Run.started_at) < before)
+    if cursor is not None:
+        started, run_id = cursor
+        query = query.where(
+            or_(
+                col(Run.started_at) < started,
+                and_(col(Run.started_at) == started, col(Run.id) < run_id),
+            )
+        )
+    result = await session.exec(
+        query.order_by(col(Run.started_at).desc(), col(Run.id).desc()).limit(limit + 1)
+    )
+    runs = list(result.all())
+    if len(runs) <= limit:
+        return runs, None
+    runs = runs[:limit]
+    return runs, (runs[-1].started_at, runs[-1].id)

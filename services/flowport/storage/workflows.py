@@ -7,9 +7,10 @@ from typing import Any
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from flowport.errors import InvalidArgument, NotFound
+from flowport.errors import InvalidArgument, NotFound, VersionNotFound
+from flowport.jsonbody import ALIAS_NAME, Pin
 from flowport.storage.audit import LOCAL_ACTOR, record_event
-from flowport.storage.models import Workflow, WorkflowVersion, utc_now
+from flowport.storage.models import Workflow, WorkflowAlias, WorkflowVersion, utc_now
 
 VISIBILITIES = ("private", "public")
 
@@ -128,21 +129,89 @@ async def publish_workflow(
     return version
 
 
+def check_alias_name(name: str) -> None:
+    if not ALIAS_NAME.fullmatch(name):
+        raise InvalidArgument.at(
+            "name", "an alias is a letter, then up to 62 letters, digits, _ or -"
+        )
+
+
+async def set_alias(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    workflow_id: str,
+    name: str,
+    version: int,
+    actor: str = LOCAL_ACTOR,
+) -> WorkflowAlias:
+    """Points the account's workflow's alias `name` at a published `version`, creating it or
+    moving it; the move is audited with where the alias pointed before."""
+    check_alias_name(name)
+    if version < 1:
+        raise InvalidArgument.at("version", "must be a published version, 1 or more")
+    workflow = await get_workflow(session, account_id=account_id, workflow_id=workflow_id)
+    if version > workflow.latest_version:
+        raise VersionNotFound(f"workflow {workflow_id} has no published version {version}")
+    result = await session.exec(
+        select(WorkflowAlias).where(
+            WorkflowAlias.workflow_id == workflow_id, WorkflowAlias.name == name
+        )
+    )
+    alias = result.first()
+    previous = None if alias is None else alias.version
+    if alias is None:
+        alias = WorkflowAlias(workflow_id=workflow_id, name=name, version=version)
+    alias.version = version
+    alias.updated_at = utc_now()
+    session.add(alias)
+    record_event(
+        session,
+        account_id=account_id,
+        actor=actor,
+        action="workflow.alias_moved",
+        target=workflow_id,
+        detail={"name": name, "version": version, "previous_version": previous},
+    )
+    await session.commit()
+    return alias
+
+
 async def get_published_workflow(
-    session: AsyncSession, *, workflow_id: str, version: int | None = None
+    session: AsyncSession, *, workflow_id: str, version: Pin = None
 ) -> tuple[Workflow, WorkflowVersion]:
-    """The workflow and its newest version (or `version`), whoever owns it; the caller checks
-    visibility."""
+    """The workflow and its newest version (or the version `version` numbers or names),
+    whoever owns it; the caller checks visibility."""
     workflow = await session.get(Workflow, workflow_id, populate_existing=True)
     if workflow is None or workflow.latest_version == 0:
         raise NotFound(f"workflow {workflow_id} not found")
+    number = workflow.latest_version if version is None else version
+    if isinstance(number, str):
+        aliased = await session.exec(
+            select(WorkflowAlias.version).where(
+                WorkflowAlias.workflow_id == workflow_id, WorkflowAlias.name == number
+            )
+        )
+        found_number = aliased.first()
+        if found_number is None:
+            raise VersionNotFound(f"workflow {workflow_id} has no alias {number}")
+        number = found_number
     result = await session.exec(
         select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == workflow_id,
-            WorkflowVersion.version == (version or workflow.latest_version),
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == number
         )
     )
     found = result.first()
     if found is None:
-        raise NotFound(f"workflow {workflow_id} has no version {version}")
+        raise VersionNotFound(f"workflow {workflow_id} has no published version {number}")
     return workflow, found
+
+
+async def list_aliases(session: AsyncSession, *, workflow_id: str) -> list[WorkflowAlias]:
+    """The workflow's aliases, by name."""
+    result = await session.exec(
+        select(WorkflowAlias)
+        .where(WorkflowAlias.workflow_id == workflow_id)
+        .order_by(col(WorkflowAlias.name))
+    )
+    return list(result.all())

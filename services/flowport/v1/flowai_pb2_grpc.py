@@ -53,11 +53,12 @@ class FlowAiServicer:
 
     def RunWorkflow(self, request, context):
         """Runs a workflow FlowAI's way. The request body is `{"input": {...}, "stream": bool,
-        "session_id": "..."}`, received as raw bytes so unknown fields and a non-boolean `stream`
+        "session_id": "...", "version": 3 or "prod"}`, received as raw bytes so unknown fields and a non-boolean `stream`
         are refused with 400. HTTP errors (the REST surface): 400 bad body or input, 401 bad or
         missing key, 403 key without the run scope or another account's private workflow, 404 no
         such published workflow, 5xx server side; body `{"code": <status>, "message": "..."}`.
-        A failure after the stream began is an `event: error` frame.
+        A failure after the stream began is an `event: error` frame. Every answer of a run says
+        the version that ran in an `x-workflow-version` header.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

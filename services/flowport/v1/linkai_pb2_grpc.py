@@ -53,7 +53,7 @@ class LinkAiServicer:
 
     def RunApp(self, request, context):
         """Runs an app (a workflow) LinkAI's way. The request body is `{"app_code": "...", "args":
-        {...}, "session_id": "..."}`, received as raw bytes. Answers 200 with
+        {...}, "session_id": "...", "version": 3 or "prod"}`, received as raw bytes. Answers 200 with
         `{"success": true, "code": 200, "message": "success", "data": {"output_text",
         "session_id", "run_id"}}`; on failure the HTTP status equals `code` and the body is
         `{"success": false, "code", "message", "data": null}`: 400 malformed request or invalid

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lowport/v1/runner.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x80\x01\n\nRunRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x05 \x01(\t\"\x9c\x01\n\x0bRunResponse\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x12\n\ntotal_time\x18\x02 \x01(\x01\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.flowport.v1.Usage\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nevents_url\x18\x07 \x01(\t\"i\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x05\"x\n\x10RunStreamRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x05 \x01(\t\"\xae\x02\n\x11RunStreamResponse\x12.\n\x0brun_started\x18\x01 \x01(\x0b\x32\x17.flowport.v1.RunStartedH\x00\x12\x30\n\x0cnode_started\x18\x02 \x01(\x0b\x32\x18.flowport.v1.NodeStartedH\x00\x12\x32\n\rnode_finished\x18\x03 \x01(\x0b\x32\x19.flowport.v1.NodeFinishedH\x00\x12(\n\x05token\x18\x04 \x01(\x0b\x32\x17.flowport.v1.TokenChunkH\x00\x12(\n\x06output\x18\x05 \x01(\x0b\x32\x16.flowport.v1.RunOutputH\x00\x12&\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.flowport.v1.RunErrorH\x00\x42\x07\n\x05\x65vent\"i\n\nRunStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x04 \x01(\t\":\n\x0bNodeStarted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"}\n\x0cNodeFinished\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ntime_spend\x18\x05 \x01(\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error\"T\n\nTokenChunk\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x16\n\treasoning\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_reasoning\"v\n\tRunOutput\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x12\n\ntotal_time\x18\x02 \x01(\x01\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.flowport.v1.Usage\"[\n\x08RunError\x12\x14\n\x07node_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\tB\n\n\x08_node_id2\xf6\x01\n\x0eWorkflowRunner\x12\x64\n\x03Run\x12\x17.flowport.v1.RunRequest\x1a\x18.flowport.v1.RunResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/workflows/{workflow_id}:run:\x01*\x12~\n\tRunStream\x12\x1d.flowport.v1.RunStreamRequest\x1a\x1e.flowport.v1.RunStreamResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/workflows/{workflow_id}:runStream:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lowport/v1/runner.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xa9\x01\n\nRunRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x05 \x01(\t\x12\'\n\x07version\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"\xad\x01\n\x0bRunResponse\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x12\n\ntotal_time\x18\x02 \x01(\x01\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.flowport.v1.Usage\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nevents_url\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x05\"i\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x05\"\xa1\x01\n\x10RunStreamRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x05 \x01(\t\x12\'\n\x07version\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"\xae\x02\n\x11RunStreamResponse\x12.\n\x0brun_started\x18\x01 \x01(\x0b\x32\x17.flowport.v1.RunStartedH\x00\x12\x30\n\x0cnode_started\x18\x02 \x01(\x0b\x32\x18.flowport.v1.NodeStartedH\x00\x12\x32\n\rnode_finished\x18\x03 \x01(\x0b\x32\x19.flowport.v1.NodeFinishedH\x00\x12(\n\x05token\x18\x04 \x01(\x0b\x32\x17.flowport.v1.TokenChunkH\x00\x12(\n\x06output\x18\x05 \x01(\x0b\x32\x16.flowport.v1.RunOutputH\x00\x12&\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.flowport.v1.RunErrorH\x00\x42\x07\n\x05\x65vent\"z\n\nRunStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x05\":\n\x0bNodeStarted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"}\n\x0cNodeFinished\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ntime_spend\x18\x05 \x01(\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error\"T\n\nTokenChunk\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x16\n\treasoning\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_reasoning\"v\n\tRunOutput\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x12\n\ntotal_time\x18\x02 \x01(\x01\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.flowport.v1.Usage\"[\n\x08RunError\x12\x14\n\x07node_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\tB\n\n\x08_node_id2\xf6\x01\n\x0eWorkflowRunner\x12\x64\n\x03Run\x12\x17.flowport.v1.RunRequest\x1a\x18.flowport.v1.RunResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/workflows/{workflow_id}:run:\x01*\x12~\n\tRunStream\x12\x1d.flowport.v1.RunStreamRequest\x1a\x1e.flowport.v1.RunStreamResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/workflows/{workflow_id}:runStream:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWRUNNER'].methods_by_name['RunStream']._loaded_options = None
   _globals['_WORKFLOWRUNNER'].methods_by_name['RunStream']._serialized_options = b'\202\323\344\223\002*\"%/v1/workflows/{workflow_id}:runStream:\001*'
   _globals['_RUNREQUEST']._serialized_start=102
-  _globals['_RUNREQUEST']._serialized_end=230
-  _globals['_RUNRESPONSE']._serialized_start=233
-  _globals['_RUNRESPONSE']._serialized_end=389
-  _globals['_USAGE']._serialized_start=391
-  _globals['_USAGE']._serialized_end=496
-  _globals['_RUNSTREAMREQUEST']._serialized_start=498
-  _globals['_RUNSTREAMREQUEST']._serialized_end=618
-  _globals['_RUNSTREAMRESPONSE']._serialized_start=621
-  _globals['_RUNSTREAMRESPONSE']._serialized_end=923
-  _globals['_RUNSTARTED']._serialized_start=925
-  _globals['_RUNSTARTED']._serialized_end=1030
-  _globals['_NODESTARTED']._serialized_start=1032
-  _globals['_NODESTARTED']._serialized_end=1090
-  _globals['_NODEFINISHED']._serialized_start=1092
-  _globals['_NODEFINISHED']._serialized_end=1217
-  _globals['_TOKENCHUNK']._serialized_start=1219
-  _globals['_TOKENCHUNK']._serialized_end=1303
-  _globals['_RUNOUTPUT']._serialized_start=1305
-  _globals['_RUNOUTPUT']._serialized_end=1423
-  _globals['_RUNERROR']._serialized_start=1425
-  _globals['_RUNERROR']._serialized_end=1516
-  _globals['_WORKFLOWRUNNER']._serialized_start=1519
-  _globals['_WORKFLOWRUNNER']._serialized_end=1765
+  _globals['_RUNREQUEST']._serialized_end=271
+  _globals['_RUNRESPONSE']._serialized_start=274
+  _globals['_RUNRESPONSE']._serialized_end=447
+  _globals['_USAGE']._serialized_start=449
+  _globals['_USAGE']._serialized_end=554
+  _globals['_RUNSTREAMREQUEST']._serialized_start=557
+  _globals['_RUNSTREAMREQUEST']._serialized_end=718
+  _globals['_RUNSTREAMRESPONSE']._serialized_start=721
+  _globals['_RUNSTREAMRESPONSE']._serialized_end=1023
+  _globals['_RUNSTARTED']._serialized_start=1025
+  _globals['_RUNSTARTED']._serialized_end=1147
+  _globals['_NODESTARTED']._serialized_start=1149
+  _globals['_NODESTARTED']._serialized_end=1207
+  _globals['_NODEFINISHED']._serialized_start=1209
+  _globals['_NODEFINISHED']._serialized_end=1334
+  _globals['_TOKENCHUNK']._serialized_start=1336
+  _globals['_TOKENCHUNK']._serialized_end=1420
+  _globals['_RUNOUTPUT']._serialized_start=1422
+  _globals['_RUNOUTPUT']._serialized_end=1540
+  _globals['_RUNERROR']._serialized_start=1542
+  _globals['_RUNERROR']._serialized_end=1633
+  _globals['_WORKFLOWRUNNER']._serialized_start=1636
+  _globals['_WORKFLOWRUNNER']._serialized_end=1882
 # @@protoc_insertion_point(module_scope)

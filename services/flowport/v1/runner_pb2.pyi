@@ -8,21 +8,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRequest(_message.Message):
-    __slots__ = ("workflow_id", "input", "session_id", "mode", "webhook_url")
+    __slots__ = ("workflow_id", "input", "session_id", "mode", "webhook_url", "version")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input: _struct_pb2.Struct
     session_id: str
     mode: str
     webhook_url: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., mode: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
+    version: _struct_pb2.Value
+    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., mode: _Optional[str] = ..., webhook_url: _Optional[str] = ..., version: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("output", "total_time", "run_id", "session_id", "usage", "status", "events_url")
+    __slots__ = ("output", "total_time", "run_id", "session_id", "usage", "status", "events_url", "version")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +32,7 @@ class RunResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_URL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     output: str
     total_time: float
     run_id: str
@@ -37,7 +40,8 @@ class RunResponse(_message.Message):
     usage: Usage
     status: str
     events_url: str
-    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., status: _Optional[str] = ..., events_url: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, output: _Optional[str] = ..., total_time: _Optional[float] = ..., run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., status: _Optional[str] = ..., events_url: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
@@ -52,16 +56,18 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class RunStreamRequest(_message.Message):
-    __slots__ = ("workflow_id", "input", "session_id", "webhook_url")
+    __slots__ = ("workflow_id", "input", "session_id", "webhook_url", "version")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input: _struct_pb2.Struct
     session_id: str
     webhook_url: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
+    version: _struct_pb2.Value
+    def __init__(self, workflow_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., webhook_url: _Optional[str] = ..., version: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class RunStreamResponse(_message.Message):
     __slots__ = ("run_started", "node_started", "node_finished", "token", "output", "error")
@@ -80,16 +86,18 @@ class RunStreamResponse(_message.Message):
     def __init__(self, run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., node_started: _Optional[_Union[NodeStarted, _Mapping]] = ..., node_finished: _Optional[_Union[NodeFinished, _Mapping]] = ..., token: _Optional[_Union[TokenChunk, _Mapping]] = ..., output: _Optional[_Union[RunOutput, _Mapping]] = ..., error: _Optional[_Union[RunError, _Mapping]] = ...) -> None: ...
 
 class RunStarted(_message.Message):
-    __slots__ = ("run_id", "node_id", "input", "session_id")
+    __slots__ = ("run_id", "node_id", "input", "session_id", "version")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     node_id: str
     input: _struct_pb2.Struct
     session_id: str
-    def __init__(self, run_id: _Optional[str] = ..., node_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, run_id: _Optional[str] = ..., node_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., session_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class NodeStarted(_message.Message):
     __slots__ = ("node_id", "name", "type")

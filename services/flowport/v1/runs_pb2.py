@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lowport/v1/runs.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x16StreamRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xd2\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06output\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nerror_node\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntotal_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x12\n\nsession_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05nodes\x18\r \x03(\x0b\x32\x14.flowport.v1.NodeRun\x12\x38\n\x12webhook_deliveries\x18\x0e \x03(\x0b\x32\x1c.flowport.v1.WebhookDeliveryB\t\n\x07_outputB\x08\n\x06_errorB\r\n\x0b_error_nodeB\r\n\x0b_total_time\"\x92\x01\n\x0fWebhookDelivery\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x18\n\x0bstatus_code\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x01\x88\x01\x01\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\n\x0c_status_codeB\x08\n\x06_error\"\xd1\x01\n\x07NodeRun\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ntime_spend\x18\x05 \x01(\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xae\x02\n\x04Runs\x12Q\n\x06GetRun\x12\x1a.flowport.v1.GetRunRequest\x1a\x10.flowport.v1.Run\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12\x61\n\tCancelRun\x12\x1d.flowport.v1.CancelRunRequest\x1a\x10.flowport.v1.Run\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12p\n\x0fStreamRunEvents\x12#.flowport.v1.StreamRunEventsRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lowport/v1/runs.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x0fListRunsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"K\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.flowport.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x16StreamRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xd2\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06output\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nerror_node\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntotal_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x12\n\nsession_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05nodes\x18\r \x03(\x0b\x32\x14.flowport.v1.NodeRun\x12\x38\n\x12webhook_deliveries\x18\x0e \x03(\x0b\x32\x1c.flowport.v1.WebhookDeliveryB\t\n\x07_outputB\x08\n\x06_errorB\r\n\x0b_error_nodeB\r\n\x0b_total_time\"\x92\x01\n\x0fWebhookDelivery\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x18\n\x0bstatus_code\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x01\x88\x01\x01\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\n\x0c_status_codeB\x08\n\x06_error\"\xd1\x01\n\x07NodeRun\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x12\n\ntime_spend\x18\x05 \x01(\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\x89\x03\n\x04Runs\x12Q\n\x06GetRun\x12\x1a.flowport.v1.GetRunRequest\x1a\x10.flowport.v1.Run\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12Y\n\x08ListRuns\x12\x1c.flowport.v1.ListRunsRequest\x1a\x1d.flowport.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12\x61\n\tCancelRun\x12\x1d.flowport.v1.CancelRunRequest\x1a\x10.flowport.v1.Run\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12p\n\x0fStreamRunEvents\x12#.flowport.v1.StreamRunEventsRequest\x1a\x14.google.api.HttpBody\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +37,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNS'].methods_by_name['GetRun']._loaded_options = None
   _globals['_RUNS'].methods_by_name['GetRun']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/runs/{run_id}'
+  _globals['_RUNS'].methods_by_name['ListRuns']._loaded_options = None
+  _globals['_RUNS'].methods_by_name['ListRuns']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/runs'
   _globals['_RUNS'].methods_by_name['CancelRun']._loaded_options = None
   _globals['_RUNS'].methods_by_name['CancelRun']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/runs/{run_id}:cancel:\001*'
   _globals['_RUNS'].methods_by_name['StreamRunEvents']._loaded_options = None
   _globals['_RUNS'].methods_by_name['StreamRunEvents']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/runs/{run_id}/events'
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=159
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=214
-  _globals['_CANCELRUNREQUEST']._serialized_start=216
-  _globals['_CANCELRUNREQUEST']._serialized_end=250
-  _globals['_GETRUNREQUEST']._serialized_start=252
-  _globals['_GETRUNREQUEST']._serialized_end=283
-  _globals['_RUN']._serialized_start=286
-  _globals['_RUN']._serialized_end=752
-  _globals['_WEBHOOKDELIVERY']._serialized_start=755
-  _globals['_WEBHOOKDELIVERY']._serialized_end=901
-  _globals['_NODERUN']._serialized_start=904
-  _globals['_NODERUN']._serialized_end=1113
-  _globals['_RUNS']._serialized_start=1116
-  _globals['_RUNS']._serialized_end=1418
+  _globals['_LISTRUNSREQUEST']._serialized_start=159
+  _globals['_LISTRUNSREQUEST']._serialized_end=283
+  _globals['_LISTRUNSRESPONSE']._serialized_start=285
+  _globals['_LISTRUNSRESPONSE']._serialized_end=360
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=362
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=417
+  _globals['_CANCELRUNREQUEST']._serialized_start=419
+  _globals['_CANCELRUNREQUEST']._serialized_end=453
+  _globals['_GETRUNREQUEST']._serialized_start=455
+  _globals['_GETRUNREQUEST']._serialized_end=486
+  _globals['_RUN']._serialized_start=489
+  _globals['_RUN']._serialized_end=955
+  _globals['_WEBHOOKDELIVERY']._serialized_start=958
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1104
+  _globals['_NODERUN']._serialized_start=1107
+  _globals['_NODERUN']._serialized_end=1316
+  _globals['_RUNS']._serialized_start=1319
+  _globals['_RUNS']._serialized_end=1712
 # @@protoc_insertion_point(module_scope)

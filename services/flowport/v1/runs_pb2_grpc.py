@@ -41,6 +41,11 @@ class RunsStub:
                 request_serializer=flowport_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/flowport.v1.Runs/ListRuns',
+                request_serializer=flowport_dot_v1_dot_runs__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_runs__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
         self.CancelRun = channel.unary_unary(
                 '/flowport.v1.Runs/CancelRun',
                 request_serializer=flowport_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
@@ -60,6 +65,18 @@ class RunsServicer:
     def GetRun(self, request, context):
         """One run of the caller's account. Any key of the account may read it.
         Errors: UNAUTHENTICATED, NOT_FOUND (no such run in this account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """The caller's account's runs, newest first, without their nodes: the console's runs page.
+        Any key of the account may list them. Filters: `workflow_id`, `status`, and `after` /
+        `before` (RFC 3339: runs started after, or before, that moment); `page_size` (1-200,
+        default 50) and `page_token` (the previous page's `next_page_token`).
+        Errors: UNAUTHENTICATED, INVALID_ARGUMENT (an unknown status, a time that is not RFC
+        3339, a page size out of range, a page token this call did not give).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +117,11 @@ def add_RunsServicer_to_server(servicer, server):
                     request_deserializer=flowport_dot_v1_dot_runs__pb2.GetRunRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=flowport_dot_v1_dot_runs__pb2.ListRunsRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_runs__pb2.ListRunsResponse.SerializeToString,
+            ),
             'CancelRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelRun,
                     request_deserializer=flowport_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
@@ -139,6 +161,33 @@ class Runs:
             '/flowport.v1.Runs/GetRun',
             flowport_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
             flowport_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Runs/ListRuns',
+            flowport_dot_v1_dot_runs__pb2.ListRunsRequest.SerializeToString,
+            flowport_dot_v1_dot_runs__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

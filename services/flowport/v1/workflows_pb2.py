@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66lowport/v1/workflows.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nvisibility\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x16\n\x0elatest_version\x18\x05 \x01(\x05\x12+\n\ndefinition\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x15\x43reateWorkflowRequest\x12+\n\ndefinition\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\x15UpdateWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\ndefinition\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"$\n\x16PublishWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x17PublishWorkflowResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\" \n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14ListWorkflowsRequest\"A\n\x15ListWorkflowsResponse\x12(\n\tworkflows\x18\x01 \x03(\x0b\x32\x15.flowport.v1.Workflow2\xc8\x04\n\tWorkflows\x12n\n\x0e\x43reateWorkflow\x12\".flowport.v1.CreateWorkflowRequest\x1a\x15.flowport.v1.Workflow\"!\x82\xd3\xe4\x93\x02\x1b\"\r/v1/workflows:\ndefinition\x12s\n\x0eUpdateWorkflow\x12\".flowport.v1.UpdateWorkflowRequest\x1a\x15.flowport.v1.Workflow\"&\x82\xd3\xe4\x93\x02 \x1a\x12/v1/workflows/{id}:\ndefinition\x12\x83\x01\n\x0fPublishWorkflow\x12#.flowport.v1.PublishWorkflowRequest\x1a$.flowport.v1.PublishWorkflowResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/workflows/{id}:publish:\x01*\x12\x61\n\x0bGetWorkflow\x12\x1f.flowport.v1.GetWorkflowRequest\x1a\x15.flowport.v1.Workflow\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/workflows/{id}\x12m\n\rListWorkflows\x12!.flowport.v1.ListWorkflowsRequest\x1a\".flowport.v1.ListWorkflowsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/workflowsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66lowport/v1/workflows.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x18GetWorkflowSchemaRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"r\n\x0eWorkflowSchema\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"8\n\x19GetWorkflowOpenApiRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"(\n\x1aGetWorkflowSnippetsRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x10WorkflowSnippets\x12&\n\x08snippets\x18\x01 \x03(\x0b\x32\x14.flowport.v1.Snippet\"%\n\x07Snippet\x12\x0c\n\x04lang\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"<\n\x0fSetAliasRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\"&\n\x05\x41lias\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\xed\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nvisibility\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x16\n\x0elatest_version\x18\x05 \x01(\x05\x12+\n\ndefinition\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x15\x43reateWorkflowRequest\x12+\n\ndefinition\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\x15UpdateWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\ndefinition\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"$\n\x16PublishWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x17PublishWorkflowResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\" \n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14ListWorkflowsRequest\"A\n\x15ListWorkflowsResponse\x12(\n\tworkflows\x18\x01 \x03(\x0b\x32\x15.flowport.v1.Workflow2\xb2\x08\n\tWorkflows\x12n\n\x0e\x43reateWorkflow\x12\".flowport.v1.CreateWorkflowRequest\x1a\x15.flowport.v1.Workflow\"!\x82\xd3\xe4\x93\x02\x1b\"\r/v1/workflows:\ndefinition\x12s\n\x0eUpdateWorkflow\x12\".flowport.v1.UpdateWorkflowRequest\x1a\x15.flowport.v1.Workflow\"&\x82\xd3\xe4\x93\x02 \x1a\x12/v1/workflows/{id}:\ndefinition\x12\x83\x01\n\x0fPublishWorkflow\x12#.flowport.v1.PublishWorkflowRequest\x1a$.flowport.v1.PublishWorkflowResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/workflows/{id}:publish:\x01*\x12\x61\n\x0bGetWorkflow\x12\x1f.flowport.v1.GetWorkflowRequest\x1a\x15.flowport.v1.Workflow\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/workflows/{id}\x12m\n\rListWorkflows\x12!.flowport.v1.ListWorkflowsRequest\x1a\".flowport.v1.ListWorkflowsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/workflows\x12z\n\x11GetWorkflowSchema\x12%.flowport.v1.GetWorkflowSchemaRequest\x1a\x1b.flowport.v1.WorkflowSchema\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/workflows/{id}/schema\x12{\n\x12GetWorkflowOpenApi\x12&.flowport.v1.GetWorkflowOpenApiRequest\x1a\x14.google.api.HttpBody\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/workflows/{id}/openapi.json\x12\x82\x01\n\x13GetWorkflowSnippets\x12\'.flowport.v1.GetWorkflowSnippetsRequest\x1a\x1d.flowport.v1.WorkflowSnippets\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/workflows/{id}/snippets\x12j\n\x08SetAlias\x12\x1c.flowport.v1.SetAliasRequest\x1a\x12.flowport.v1.Alias\",\x82\xd3\xe4\x93\x02&\"!/v1/workflows/{id}/aliases/{name}:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,22 +45,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWS'].methods_by_name['GetWorkflow']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/workflows/{id}'
   _globals['_WORKFLOWS'].methods_by_name['ListWorkflows']._loaded_options = None
   _globals['_WORKFLOWS'].methods_by_name['ListWorkflows']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/workflows'
-  _globals['_WORKFLOW']._serialized_start=138
-  _globals['_WORKFLOW']._serialized_end=375
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=377
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=445
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=447
-  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=527
-  _globals['_PUBLISHWORKFLOWREQUEST']._serialized_start=529
-  _globals['_PUBLISHWORKFLOWREQUEST']._serialized_end=565
-  _globals['_PUBLISHWORKFLOWRESPONSE']._serialized_start=567
-  _globals['_PUBLISHWORKFLOWRESPONSE']._serialized_end=621
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=623
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=655
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=657
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=679
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=681
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=746
-  _globals['_WORKFLOWS']._serialized_start=749
-  _globals['_WORKFLOWS']._serialized_end=1333
+  _globals['_WORKFLOWS'].methods_by_name['GetWorkflowSchema']._loaded_options = None
+  _globals['_WORKFLOWS'].methods_by_name['GetWorkflowSchema']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/workflows/{id}/schema'
+  _globals['_WORKFLOWS'].methods_by_name['GetWorkflowOpenApi']._loaded_options = None
+  _globals['_WORKFLOWS'].methods_by_name['GetWorkflowOpenApi']._serialized_options = b'\202\323\344\223\002!\022\037/v1/workflows/{id}/openapi.json'
+  _globals['_WORKFLOWS'].methods_by_name['GetWorkflowSnippets']._loaded_options = None
+  _globals['_WORKFLOWS'].methods_by_name['GetWorkflowSnippets']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/workflows/{id}/snippets'
+  _globals['_WORKFLOWS'].methods_by_name['SetAlias']._loaded_options = None
+  _globals['_WORKFLOWS'].methods_by_name['SetAlias']._serialized_options = b'\202\323\344\223\002&\"!/v1/workflows/{id}/aliases/{name}:\001*'
+  _globals['_GETWORKFLOWSCHEMAREQUEST']._serialized_start=164
+  _globals['_GETWORKFLOWSCHEMAREQUEST']._serialized_end=219
+  _globals['_WORKFLOWSCHEMA']._serialized_start=221
+  _globals['_WORKFLOWSCHEMA']._serialized_end=335
+  _globals['_GETWORKFLOWOPENAPIREQUEST']._serialized_start=337
+  _globals['_GETWORKFLOWOPENAPIREQUEST']._serialized_end=393
+  _globals['_GETWORKFLOWSNIPPETSREQUEST']._serialized_start=395
+  _globals['_GETWORKFLOWSNIPPETSREQUEST']._serialized_end=435
+  _globals['_WORKFLOWSNIPPETS']._serialized_start=437
+  _globals['_WORKFLOWSNIPPETS']._serialized_end=495
+  _globals['_SNIPPET']._serialized_start=497
+  _globals['_SNIPPET']._serialized_end=534
+  _globals['_SETALIASREQUEST']._serialized_start=536
+  _globals['_SETALIASREQUEST']._serialized_end=596
+  _globals['_ALIAS']._serialized_start=598
+  _globals['_ALIAS']._serialized_end=636
+  _globals['_WORKFLOW']._serialized_start=639
+  _globals['_WORKFLOW']._serialized_end=876
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=878
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=946
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_start=948
+  _globals['_UPDATEWORKFLOWREQUEST']._serialized_end=1028
+  _globals['_PUBLISHWORKFLOWREQUEST']._serialized_start=1030
+  _globals['_PUBLISHWORKFLOWREQUEST']._serialized_end=1066
+  _globals['_PUBLISHWORKFLOWRESPONSE']._serialized_start=1068
+  _globals['_PUBLISHWORKFLOWRESPONSE']._serialized_end=1122
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=1124
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=1156
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1158
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1180
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1182
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1247
+  _globals['_WORKFLOWS']._serialized_start=1250
+  _globals['_WORKFLOWS']._serialized_end=2324
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from flowport.v1 import workflows_pb2 as flowport_dot_v1_dot_workflows__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
@@ -27,7 +28,10 @@ if _version_not_supported:
 
 class WorkflowsStub:
     """Manages the caller's workflows: drafts, and the immutable versions publishing makes.
-    Every method needs a key with the admin scope and sees only the caller's account.
+    Every method needs a key with the admin scope and sees only the caller's account, but those
+    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi,
+    GetWorkflowSnippets), which
+    any key that may run the workflow may read.
     """
 
     def __init__(self, channel):
@@ -61,11 +65,34 @@ class WorkflowsStub:
                 request_serializer=flowport_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.GetWorkflowSchema = channel.unary_unary(
+                '/flowport.v1.Workflows/GetWorkflowSchema',
+                request_serializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowSchemaRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_workflows__pb2.WorkflowSchema.FromString,
+                _registered_method=True)
+        self.GetWorkflowOpenApi = channel.unary_unary(
+                '/flowport.v1.Workflows/GetWorkflowOpenApi',
+                request_serializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowOpenApiRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.GetWorkflowSnippets = channel.unary_unary(
+                '/flowport.v1.Workflows/GetWorkflowSnippets',
+                request_serializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowSnippetsRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_workflows__pb2.WorkflowSnippets.FromString,
+                _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/flowport.v1.Workflows/SetAlias',
+                request_serializer=flowport_dot_v1_dot_workflows__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_workflows__pb2.Alias.FromString,
+                _registered_method=True)
 
 
 class WorkflowsServicer:
     """Manages the caller's workflows: drafts, and the immutable versions publishing makes.
-    Every method needs a key with the admin scope and sees only the caller's account.
+    Every method needs a key with the admin scope and sees only the caller's account, but those
+    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi,
+    GetWorkflowSnippets), which
+    any key that may run the workflow may read.
     """
 
     def CreateWorkflow(self, request, context):
@@ -110,6 +137,47 @@ class WorkflowsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkflowSchema(self, request, context):
+        """A published version's input and output as JSON Schema (the newest, or `version`). Any key
+        that may run the workflow may read it.
+        Errors: INVALID_ARGUMENT (a negative version), UNAUTHENTICATED, PERMISSION_DENIED (no run
+        scope, a key limited to other workflows, another account's private workflow), NOT_FOUND
+        (no such published workflow or version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowOpenApi(self, request, context):
+        """An OpenAPI 3.1 document of the workflow's FlowAI and LinkAI calls (bodies with its
+        inputs, answers, SSE frames, errors), served as the JSON document itself. Errors as for
+        GetWorkflowSchema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowSnippets(self, request, context):
+        """Code that calls the workflow's newest version, as printed: curl, Python (httpx),
+        JavaScript (fetch) and gRPC (Python). The key is read from the environment variable
+        FLOWPORT_API_KEY, never written in. Who may read it: as for GetWorkflowSchema.
+        Errors as for GetWorkflowSchema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAlias(self, request, context):
+        """Points an alias (`prod`, `staging`, ...) at a published version, creating it or moving it
+        (a rollback is moving it back). A run call pinning `"version": "<alias>"` runs that version
+        from then on, on every replica. Recorded in the audit log as `workflow.alias_moved`.
+        Errors: INVALID_ARGUMENT (a bad alias name, or a version below 1), UNAUTHENTICATED,
+        PERMISSION_DENIED, NOT_FOUND (no such workflow, or no such published version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +206,26 @@ def add_WorkflowsServicer_to_server(servicer, server):
                     request_deserializer=flowport_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.SerializeToString,
             ),
+            'GetWorkflowSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowSchema,
+                    request_deserializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowSchemaRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_workflows__pb2.WorkflowSchema.SerializeToString,
+            ),
+            'GetWorkflowOpenApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowOpenApi,
+                    request_deserializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowOpenApiRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetWorkflowSnippets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowSnippets,
+                    request_deserializer=flowport_dot_v1_dot_workflows__pb2.GetWorkflowSnippetsRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_workflows__pb2.WorkflowSnippets.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=flowport_dot_v1_dot_workflows__pb2.SetAliasRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_workflows__pb2.Alias.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'flowport.v1.Workflows', rpc_method_handlers)
@@ -148,7 +236,10 @@ def add_WorkflowsServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Workflows:
     """Manages the caller's workflows: drafts, and the immutable versions publishing makes.
-    Every method needs a key with the admin scope and sees only the caller's account.
+    Every method needs a key with the admin scope and sees only the caller's account, but those
+    that describe how to call a published workflow (GetWorkflowSchema, GetWorkflowOpenApi,
+    GetWorkflowSnippets), which
+    any key that may run the workflow may read.
     """
 
     @staticmethod
@@ -276,6 +367,114 @@ class Workflows:
             '/flowport.v1.Workflows/ListWorkflows',
             flowport_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.SerializeToString,
             flowport_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Workflows/GetWorkflowSchema',
+            flowport_dot_v1_dot_workflows__pb2.GetWorkflowSchemaRequest.SerializeToString,
+            flowport_dot_v1_dot_workflows__pb2.WorkflowSchema.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowOpenApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Workflows/GetWorkflowOpenApi',
+            flowport_dot_v1_dot_workflows__pb2.GetWorkflowOpenApiRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowSnippets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Workflows/GetWorkflowSnippets',
+            flowport_dot_v1_dot_workflows__pb2.GetWorkflowSnippetsRequest.SerializeToString,
+            flowport_dot_v1_dot_workflows__pb2.WorkflowSnippets.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Workflows/SetAlias',
+            flowport_dot_v1_dot_workflows__pb2.SetAliasRequest.SerializeToString,
+            flowport_dot_v1_dot_workflows__pb2.Alias.FromString,
             options,
             channel_credentials,
             insecure,
