@@ -3,11 +3,12 @@
 import { useRef, useState } from "preact/hooks";
 import { ApiError, get, post, stream } from "../api.js";
 import { CopyButton, ErrorBox, html, Loading, seconds, Status, useLoad, when } from "../ui.js";
-import { aliasText } from "./workflows.js";
+import { aliasesFromAudit, aliasText } from "./workflows.js";
 
 export function Workflow({ id }) {
   const path = `/v1/workflows/${encodeURIComponent(id)}`;
   const [state, reload] = useLoad(() => get(path), [id]);
+  const [aliases] = useLoad(aliasesFromAudit, [state.data]);
   return html`<${Loading} state=${state} what="this workflow">
     ${(workflow) => html`<h1>${workflow.name}</h1>
       <dl class="facts">
@@ -15,7 +16,7 @@ export function Workflow({ id }) {
         <dt>Status</dt><dd><${Status} value=${workflow.status} /></dd>
         <dt>Visibility</dt><dd>${workflow.visibility}</dd>
         <dt>Versions</dt><dd>${versions(workflow.latest_version).join(", ") || "none published"}</dd>
-        <dt>Aliases</dt><dd>${aliasText(workflow.aliases)}</dd>
+        <dt>Aliases</dt><dd id="workflow-aliases">${aliasText(aliases.data?.get(workflow.id))}</dd>
         <dt>Updated</dt><dd>${when(workflow.updated_at)}</dd>
       </dl>
       <p><a href=${`#/runs?workflow_id=${encodeURIComponent(workflow.id)}`}>This workflow's runs</a></p>
@@ -93,16 +94,24 @@ async function inputSchema(workflow) {
     const properties = {};
     const types = { number: "number", boolean: "boolean", object: "object" };
     for (const input of start?.inputs ?? []) {
-      properties[input.name] = { type: types[input.type] ?? "string", description: input.type };
+      properties[input.name] = { type: types[input.type] ?? "string", description: input.description };
     }
     const required = (start?.inputs ?? []).filter((i) => i.required).map((i) => i.name);
     return { schema: { type: "object", properties, required }, fallback: true };
   }
 }
 
+// A property's one shape for a form field: JSON Schema's `anyOf` (a number, or text that
+// reads as one; null when optional) is shown as its first alternative that is not null.
+function shape(spec) {
+  const kinds = spec.anyOf ?? [spec];
+  const first = kinds.find((k) => k.type !== "null" && !(Array.isArray(k.type) && k.type.every((t) => t === "null"))) ?? {};
+  const type = Array.isArray(first.type) ? first.type.find((t) => t !== "null") : first.type;
+  return { ...first, type: type ?? "string", description: spec.description, default: spec.default };
+}
+
 function fieldType(spec) {
-  const type = Array.isArray(spec.type) ? spec.type.find((t) => t !== "null") : spec.type;
-  return type ?? "string";
+  return shape(spec).type;
 }
 
 function TryIt({ workflow }) {
@@ -214,11 +223,15 @@ function RunForm({ workflow, schema }) {
     ${run && html`<${RunView} run=${run} />`}`;
 }
 
-function Field({ name, spec, required, value, onChange }) {
+function Field({ name, spec: schema, required, value, onChange }) {
   const id = `input-${name}`;
-  const type = fieldType(spec);
-  const help = [spec.description, spec.maxLength && `at most ${spec.maxLength} characters`]
-    .filter(Boolean).join("; ");
+  const spec = shape(schema);
+  const type = spec.type;
+  const help = [
+    spec.description,
+    spec.format === "uri" && "a URL",
+    spec.maxLength && `at most ${spec.maxLength} characters`,
+  ].filter(Boolean).join("; ");
   const described = help ? `${id}-help` : undefined;
   const label = html`${name}${required ? html` <span aria-hidden="true">*</span><span class="skip">(required)</span>` : ""}`;
   if (type === "boolean") {
@@ -231,7 +244,8 @@ function Field({ name, spec, required, value, onChange }) {
   const control = type === "object"
     ? html`<textarea ...${common} style="min-height:5rem" placeholder="{}"></textarea>`
     : html`<input ...${common} type=${type === "number" || type === "integer" ? "number" : "text"}
-        step=${type === "number" ? "any" : undefined} maxlength=${spec.maxLength} style="width:100%" />`;
+        step=${type === "number" ? "any" : undefined} maxlength=${spec.maxLength}
+        inputmode=${spec.format === "uri" ? "url" : undefined} style="width:100%" />`;
   return html`<div><label for=${id}>${label}</label>${control}
     ${help && html`<div id=${described} class="muted">${help}</div>`}</div>`;
 }
@@ -262,6 +276,7 @@ export function RunView({ run }) {
   return html`<section aria-labelledby="live-title">
     <h3 id="live-title">${run.done ? "Run finished" : "Running…"}
       ${run.runId && html` <a href=${`#/runs/${encodeURIComponent(run.runId)}`}>trace of ${run.runId}</a>`}</h3>
+    ${run.version && html`<p id="run-version-ran">Version ${run.version} ran.</p>`}
     <table>
       <caption class="muted" style="text-align:left">Node log</caption>
       <thead><tr><th scope="col">Node</th><th scope="col">Started</th><th scope="col">Status</th>

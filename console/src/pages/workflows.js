@@ -1,19 +1,39 @@
 // The account's workflows, and publishing a definition pasted or uploaded as JSON or YAML.
 import { useState } from "preact/hooks";
-import { ApiError, get, post, call } from "../api.js";
+import { ApiError, call, get, post, query } from "../api.js";
 import { errorAt, parseDefinition } from "../definition.js";
 import { html, Loading, Status, useLoad, when } from "../ui.js";
 
 export function Workflows() {
   const [state, reload] = useLoad(() => get("/v1/workflows"), []);
+  const [aliases] = useLoad(aliasesFromAudit, [state.data]);
   return html`<h1>Workflows</h1>
     <${Loading} state=${state} what="workflows">
-      ${(data) => html`<${WorkflowTable} workflows=${data.workflows ?? []} />`}
+      ${(data) => html`<${WorkflowTable} workflows=${data.workflows ?? []} aliases=${aliases.data} />`}
     <//>
     <${Publish} workflows=${state.data?.workflows ?? []} onPublished=${reload} />`;
 }
 
-function WorkflowTable({ workflows }) {
+// Flowport lists no aliases: they are read from the audit log, where every move is recorded
+// (`workflow.alias_moved`), the newest move of each alias first.
+export async function aliasesFromAudit() {
+  const found = new Map();
+  let token = "";
+  for (let page = 0; page < 10; page++) {
+    const data = await get(query("/v1/audit", { limit: 500, page_token: token }));
+    for (const event of data.events ?? []) {
+      if (event.action !== "workflow.alias_moved") continue;
+      const names = found.get(event.target) ?? new Map();
+      if (!names.has(event.detail?.name)) names.set(event.detail?.name, event.detail?.version);
+      found.set(event.target, names);
+    }
+    token = data.next_page_token;
+    if (!token) break;
+  }
+  return found;
+}
+
+function WorkflowTable({ workflows, aliases }) {
   if (!workflows.length) return html`<p>No workflows yet: publish one below.</p>`;
   return html`<table>
     <caption class="muted" style="text-align:left">Newest first</caption>
@@ -27,7 +47,7 @@ function WorkflowTable({ workflows }) {
           <td class="mono">${w.id}</td>
           <td><${Status} value=${w.status} /></td>
           <td>${w.latest_version || "—"}</td>
-          <td>${aliasText(w.aliases)}</td>
+          <td>${aliasText(aliases?.get(w.id))}</td>
           <td>${w.visibility}</td>
           <td>${when(w.updated_at)}</td>
         </tr>`,
@@ -37,8 +57,8 @@ function WorkflowTable({ workflows }) {
 }
 
 export function aliasText(aliases) {
-  if (!aliases || !aliases.length) return "—";
-  return aliases.map((a) => `${a.name} → v${a.version}`).join(", ");
+  if (!aliases || !aliases.size) return "—";
+  return [...aliases].sort().map(([name, version]) => `${name} → v${version}`).join(", ");
 }
 
 function Publish({ workflows, onPublished }) {
