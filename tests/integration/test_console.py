@@ -386,3 +386,32 @@ def test_account_page_shows_the_credits_last_set(console: Console, api: Api, sta
     page.reload()
     expect(page.locator("#credits")).to_contain_text("Last set to 25")
     console.shot("account")
+
+
+def test_keyboard_alone_reaches_the_content_and_every_page(console: Console, api: Api) -> None:
+    console.sign_in(api.key)
+    page = console.page
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("main")).to_be_focused()
+    for title, heading in (
+        ("Runs", "Runs"),
+        ("Keys", "API keys"),
+        ("Audit log", "Audit log"),
+        ("Account", "Account"),
+        ("Workflows", "Workflows"),
+    ):
+        link = page.get_by_role("navigation", name="Console").get_by_role("link", name=title)
+        link.focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        expect(link).to_have_attribute("aria-current", "page")
+        # The new page's content has the focus, so a screen reader starts reading it.
+        expect(page.get_by_role("main")).to_be_focused()
+        every_field_labelled(page)
+    # Focus is visible: the focused control is outlined.
+    page.get_by_label("Definition (JSON or YAML)").focus()
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
