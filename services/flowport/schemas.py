@@ -89,19 +89,28 @@ def output_schema(workflow: CompiledWorkflow) -> dict[str, Any]:
 
 
 def openapi_document(
-    *, workflow_id: str, version: int, workflow: CompiledWorkflow, pins: Sequence[int | str]
+    *,
+    workflow_id: str,
+    version: int,
+    workflow: CompiledWorkflow,
+    aliases: Sequence[str],
+    newest: bool,
 ) -> dict[str, Any]:
-    """An OpenAPI 3.1 document of the workflow's two run routes, for `version`; `pins` are the
-    versions and aliases a call may name."""
+    """An OpenAPI 3.1 document of the workflow's two run routes for one version: its bodies
+    name that version (or one of its `aliases`) in `version`, so that they take its inputs;
+    the `newest` version may also be run without naming it."""
     definition = workflow.definition
     inputs = input_schema(workflow.in_node.inputs)
     del inputs["$schema"]
     output = output_schema(workflow)
     del output["$schema"]
-    version_field = {
-        "description": "The version to run (a number or an alias); the newest without it.",
-        "enum": [*pins, None],
+    version_field: dict[str, Any] = {
+        "description": f"Version {version}, by its number or an alias pointing at it"
+        + (" (or none: it is the newest)." if newest else "."),
+        "enum": [version, *aliases, *([None] if newest else [])],
     }
+    # An older version runs only when named.
+    pinned = [] if newest else ["version"]
     # Absent and null are one to the service (clients send null for fields they leave empty).
     body_input: dict[str, Any] = {"$ref": "#/components/schemas/Input"}
     if not inputs["required"]:
@@ -117,7 +126,7 @@ def openapi_document(
             "mode": {"enum": ["blocking", "stream", "async", None]},
             "version": version_field,
         },
-        "required": ["input"] if inputs["required"] else [],
+        "required": (["input"] if inputs["required"] else []) + pinned,
         # `"stream": true` goes with no mode or with mode `stream` only.
         "if": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
         "then": {"properties": {"mode": {"const": "stream"}}},
@@ -132,7 +141,7 @@ def openapi_document(
             "mode": {"enum": ["blocking", "async", None]},
             "version": version_field,
         },
-        "required": ["app_code", "args"] if inputs["required"] else ["app_code"],
+        "required": (["app_code", "args"] if inputs["required"] else ["app_code"]) + pinned,
     }
     return {
         "openapi": "3.1.0",

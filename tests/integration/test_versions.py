@@ -256,3 +256,23 @@ def test_an_alias_moved_on_one_replica_is_what_the_other_runs(
             1,
             2,
         ]
+
+
+def test_a_repeated_call_says_the_version_its_run_ran(api: Api, two_versions: str) -> None:
+    workflow_id = two_versions
+    headers = {**api.headers, "Idempotency-Key": f"pin-{uuid.uuid4().hex}"}
+    first = api.run(workflow_id, BMI_INPUT, headers=headers, version=1)
+    # A version published in between changes nothing for the repeat: it is the same run.
+    _second_version(api, workflow_id, "v3")
+    again = api.run(workflow_id, BMI_INPUT, headers=headers, version=1)
+    assert again.json()["run_id"] == first.json()["run_id"]
+    assert _ran(again) == (1, "您的BMI值是20.0")
+    linkai_key = f"pin-{uuid.uuid4().hex}"
+    body = {"app_code": workflow_id, "args": BMI_INPUT}
+    for _ in range(2):
+        answer = api.http.post(
+            "/v1/workflow/run",
+            json=body,
+            headers={"Authorization": f"Bearer {api.key}", "Idempotency-Key": linkai_key},
+        )
+        assert answer.status_code == 200 and answer.headers["x-workflow-version"] == "3"

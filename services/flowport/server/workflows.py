@@ -87,7 +87,8 @@ class WorkflowsServicer(workflows_pb2_grpc.WorkflowsServicer):
             workflow_id=request.id,
             version=published.version,
             workflow=published.compiled,
-            pins=[*range(1, newest.version + 1), *(alias.name for alias in aliases)],
+            aliases=[alias.name for alias in aliases if alias.version == published.version],
+            newest=published.version == newest.version,
         )
         return httpbody_pb2.HttpBody(content_type="application/json", data=dumps(document))
 
