@@ -38,6 +38,7 @@ TRANSCODED_SERVICES = (
     "flowport.v1.Runs",
     "flowport.v1.Webhooks",
     "flowport.v1.Audit",
+    "flowport.v1.Accounts",
 )
 STREAM_IDLE_TIMEOUT_S = 300
 # The web console's built files (console/static), served by Envoy itself under CONSOLE_PATH.

@@ -377,14 +377,16 @@ def test_create_a_key_shown_once_then_revoke_it_and_read_the_audit_log(
     console.shot("audit")
 
 
-def test_account_page_shows_the_credits_last_set(console: Console, api: Api, stack: Stack) -> None:
+def test_account_page_shows_the_credits_left(console: Console, api: Api, stack: Stack) -> None:
     console.sign_in(api.key)
     page = console.page
     page.get_by_role("link", name="Account").click()
-    expect(page.locator("#credits")).to_contain_text("Unlimited")
+    expect(page.locator("#credits")).to_have_text("Unlimited")
+    expect(page.get_by_text(api.account, exact=True)).to_be_visible()
     assert stack.cli("accounts", "set-credits", api.account, "25").returncode == 0
+    api.run(api.publish(BMI), {"height": 1.8, "weight": 75})
     page.reload()
-    expect(page.locator("#credits")).to_contain_text("Last set to 25")
+    expect(page.locator("#credits")).to_have_text("24 left")
     console.shot("account")
 
 

@@ -1,10 +1,9 @@
-// The account's run credits. Flowport has no REST route for an account (credits are set
-// with `flowport accounts set-credits`); what the console can show is the audit log's
-// record of the last time they were set.
-import { get, query } from "../api.js";
+// The caller's account and the run credits it has left (GET /v1/account). A server without
+// that route still has the audit log's record of the last time credits were set.
+import { ApiError, get, query } from "../api.js";
 import { html, Loading, useLoad, when } from "../ui.js";
 
-async function lastCredits() {
+async function lastCreditsSet() {
   let token = "";
   for (let page = 0; page < 20; page++) {
     const data = await get(query("/v1/audit", { limit: 500, page_token: token }));
@@ -15,17 +14,33 @@ async function lastCredits() {
   return null;
 }
 
+async function account() {
+  try {
+    return { account: await get("/v1/account") };
+  } catch (error) {
+    if (!(error instanceof ApiError && error.missingRoute)) throw error;
+    return { lastSet: await lastCreditsSet() };
+  }
+}
+
 export function Account() {
-  const [state] = useLoad(lastCredits, []);
+  const [state] = useLoad(account, []);
   return html`<h1>Account</h1>
-    <p class="notice">This server has no REST route for an account's remaining credits: the
-      operator sets them with <code>flowport accounts set-credits NAME N</code>, each run
-      spends one, and a run without credits is refused (402, LinkAI 406).</p>
-    <h2>Run credits</h2>
-    <${Loading} state=${state} what="the audit log (GET /v1/audit)">
-      ${(event) => event === null
-        ? html`<p id="credits">Unlimited: credits were never set for this account.</p>`
-        : html`<p id="credits">Last set to <strong>${event.detail?.credits ?? "unlimited"}</strong>
-            on ${when(event.at)} (the remaining number is not shown by this server).</p>`}
+    <${Loading} state=${state} what="the account">
+      ${({ account, lastSet }) => account
+        ? html`<dl class="facts">
+            <dt>Name</dt><dd>${account.name}</dd>
+            <dt>ID</dt><dd class="mono">${account.id}</dd>
+            <dt>Created</dt><dd>${when(account.created_at)}</dd>
+            <dt>Run credits</dt><dd id="credits">${account.credits === undefined
+              ? "Unlimited"
+              : `${Number(account.credits).toLocaleString()} left`}</dd>
+          </dl>
+          <p class="muted">Each run spends one credit; a run without credits is refused (402,
+            LinkAI 406). The operator sets them with <code>flowport accounts set-credits NAME N</code>.</p>`
+        : html`<p class="notice">This server has no account route (GET /v1/account): the audit log tells when credits were last set, not how many are left.</p>
+          <p id="credits">${lastSet === null
+            ? "Unlimited: credits were never set for this account."
+            : html`Last set to <strong>${lastSet.detail?.credits ?? "unlimited"}</strong> on ${when(lastSet.at)}.`}</p>`}
     <//>`;
 }
