@@ -8,7 +8,8 @@ export function parseDefinition(text) {
   if (doc.errors.length) {
     const first = doc.errors[0];
     const { line, col } = lineCounter.linePos(first.pos[0]);
-    return { error: { path: null, line, col, message: first.message.split("\n")[0] } };
+    const message = first.message.split("\n")[0];
+    return { error: { path: null, line, col, offset: first.pos[0], message } };
   }
   const value = doc.toJS();
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
@@ -32,7 +33,7 @@ export function errorAt(parsed, message) {
     const node = parsed.doc.getIn(keys.slice(0, depth), true);
     if (node?.range) {
       const { line, col } = parsed.lineCounter.linePos(node.range[0]);
-      return { path, line, col, message: message.slice(match[0].length) };
+      return { path, line, col, offset: node.range[0], message: message.slice(match[0].length) };
     }
   }
   return { path, message: message.slice(match[0].length) };

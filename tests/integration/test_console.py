@@ -211,7 +211,11 @@ def test_publish_shows_errors_at_their_path_then_runs_streaming_and_traces(
     page.get_by_label("Definition (JSON or YAML)").fill('{"name": "x", "nodes": [}')
     page.get_by_role("button", name="Save and publish").click()
     expect(problem).to_contain_text("The text is not valid JSON or YAML")
-    expect(problem).to_contain_text("line 1")
+    expect(problem).to_contain_text("At line 1, column 25: ")
+    # The caret is put where the problem is.
+    definition = page.get_by_label("Definition (JSON or YAML)")
+    expect(definition).to_be_focused()
+    assert definition.evaluate("(el) => el.selectionStart") == 24
     console.shot("workflows-publish-error")
 
     page.get_by_label("Definition (JSON or YAML)").fill(json.dumps(ASK, ensure_ascii=False))

@@ -1,5 +1,5 @@
 // The account's workflows, and publishing a definition pasted or uploaded as JSON or YAML.
-import { useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, call, get, post, query } from "../api.js";
 import { errorAt, parseDefinition } from "../definition.js";
 import { html, Loading, Status, useLoad, when } from "../ui.js";
@@ -67,6 +67,13 @@ function Publish({ workflows, onPublished }) {
   const [problem, setProblem] = useState(null);
   const [done, setDone] = useState(null);
   const [busy, setBusy] = useState(false);
+  const editor = useRef(null);
+  // The caret goes to where the problem is, so that it can be fixed at once.
+  useEffect(() => {
+    if (problem?.offset === undefined || !editor.current) return;
+    editor.current.focus();
+    editor.current.setSelectionRange(problem.offset, problem.offset);
+  }, [problem]);
 
   const upload = async (event) => {
     const file = event.target.files?.[0];
@@ -112,14 +119,14 @@ function Publish({ workflows, onPublished }) {
       <label for="publish-file">Upload a definition file (JSON or YAML)</label>
       <input id="publish-file" type="file" accept=".json,.yaml,.yml,application/json,application/yaml,text/yaml" onChange=${upload} />
       <label for="publish-text">Definition (JSON or YAML)</label>
-      <textarea id="publish-text" spellcheck="false" required value=${text}
+      <textarea id="publish-text" ref=${editor} spellcheck="false" required value=${text}
         onInput=${(e) => setText(e.target.value)}
         aria-invalid=${problem ? "true" : "false"}
         aria-describedby=${problem ? "publish-problem" : undefined}></textarea>
       ${problem && html`<div id="publish-problem" class="error" role="alert">
         <strong>${problem.kind}</strong><br />
-        ${problem.path && html`At <code>${problem.path}</code>`}
-        ${problem.line && html` (line ${problem.line}, column ${problem.col})`}
+        ${problem.path ? html`At <code>${problem.path}</code>` : problem.line && "At"}
+        ${problem.line && html` ${problem.path ? "(" : ""}line ${problem.line}, column ${problem.col}${problem.path ? ")" : ""}`}
         ${(problem.path || problem.line) && ": "}${problem.message}
       </div>`}
       ${done && html`<p class="success" role="status">
