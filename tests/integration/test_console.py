@@ -421,3 +421,24 @@ def test_keyboard_alone_reaches_the_content_and_every_page(console: Console, api
     page.get_by_label("Definition (JSON or YAML)").focus()
     outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"
+
+
+def test_a_run_key_signs_in_and_sees_its_runs_but_no_admin_pages(
+    console: Console, api: Api, stack: Stack
+) -> None:
+    workflow_id = api.publish(BMI)
+    created = stack.cli("keys", "create", "--account", api.account, "--name", "runner")
+    assert created.returncode == 0, created.stderr
+    run_key = created.stdout.strip()
+    with Api(stack.base_url, run_key) as runner:
+        run_id = runner.run(workflow_id, {"height": 1.8, "weight": 75}).json()["run_id"]
+    console.sign_in(run_key)
+    page = console.page
+    expect(page.get_by_text("Signed in (run key: no admin pages)")).to_be_visible()
+    # The workflows page needs the admin scope, and says so.
+    expect(page.get_by_role("alert").first).to_contain_text("403")
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_role("link", name=run_id).click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    page.get_by_role("link", name="Account").click()
+    expect(page.locator("#credits")).to_have_text("Unlimited")
