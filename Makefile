@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 KUBERNETES_VERSION := 1.30.0
 
 .PHONY: run test lint lock upgrade generate check-generated test-services bench bench-versus \
-	bench-run-path bench-tools clean sdk console check-console
+	bench-run-path bench-tools clean sdk console check-console test-browser
 
 $(UV): requirements-uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -77,7 +77,11 @@ run: $(BIN)/flowport
 test-services: $(BIN)/flowport
 	$(BIN)/python -m tests.services --prepare
 
-test: $(BIN)/flowport test-services node_modules/.bin/buf $(SDK_INSTALLS)
+# The console's browser tests drive Debian's Chromium (Playwright's own download is never used).
+test-browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(BIN)/flowport test-services test-browser node_modules/.bin/buf $(SDK_INSTALLS)
 	$(BIN)/pytest -q
 
 lint: $(BIN)/flowport node_modules/.bin/buf
