@@ -393,6 +393,7 @@ def _announce(settings: Settings, grpc_ports: list[int], *, envoy: bool = True) 
     if envoy:
         scheme = "http" if settings.tls_cert is None else "https"
         log.info("REST and gRPC on %s://%s:%d (Envoy)", scheme, host, settings.http_port)
+        log.info("web console on %s://%s:%d/console/", scheme, host, settings.http_port)
         plural = "s"[: workers - 1]
         log.info("gRPC service on %s:%s (%d worker%s%s)", host, ports, workers, plural, mtls)
         log.info("Envoy admin on http://%s:%d", settings.admin_host, settings.admin_port)
