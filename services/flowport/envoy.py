@@ -88,14 +88,16 @@ def write_console(out: Path, mount: Path) -> list[ConsoleFile]:
         data = entry.read_bytes()
         (out / entry.name).write_bytes(data)
         index = entry.name == "index.html"
-        files.append(
+        paths = [CONSOLE_PATH, CONSOLE_PATH + entry.name] if index else [CONSOLE_PATH + entry.name]
+        files.extend(
             ConsoleFile(
-                path=CONSOLE_PATH if index else CONSOLE_PATH + entry.name,
+                path=path,
                 filename=str(mount / entry.name),
                 content_type=content_type,
                 cache_control="no-cache" if index else "public, max-age=31536000, immutable",
                 size=len(data),
             )
+            for path in paths
         )
     return files
 

@@ -163,6 +163,7 @@ def test_envoy_serves_the_console_files_and_redirects_to_it(stack: Stack) -> Non
     moved = httpx.get(f"{stack.base_url}/console?from=docs")
     assert moved.status_code == 301
     assert moved.headers["location"].endswith("/console/?from=docs")
+    assert httpx.get(f"{stack.base_url}/console/index.html").text == page.text
     missing = httpx.get(f"{stack.base_url}/console/nothing.js")
     assert (missing.status_code, missing.text) == (404, "no such file in the console")
     # The API beside it is as strict as before.
