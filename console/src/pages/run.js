@@ -1,10 +1,12 @@
 // One run's trace: every node's status, time, inputs, outputs and usage; cancelling a live
 // run, and following its events as they happen.
 import { useRef, useState } from "preact/hooks";
-import { get, post, stream } from "../api.js";
+import { ApiError, get, post, stream } from "../api.js";
 import { ErrorBox, html, Json, Loading, seconds, Status, useLoad, when } from "../ui.js";
 
 const LIVE = new Set(["queued", "running"]);
+const TERMINAL = new Set(["output", "error"]);
+const MAX_RETRIES = 5;
 
 export function Run({ id }) {
   const path = `/v1/runs/${encodeURIComponent(id)}`;
@@ -24,21 +26,41 @@ export function Run({ id }) {
     reload();
   };
 
+  // Follows the run's events to its last frame (`output` or `error`). A stream cut before it
+  // is asked for again after the last frame's id, so nothing is shown twice or missed.
   const follow = async () => {
     const controller = new AbortController();
     following.current = controller;
     const seen = [];
+    let lastId = "";
+    let failures = 0;
     setEvents({ frames: seen, done: false });
-    try {
-      await stream("GET", `${path}/events`, {
-        signal: controller.signal,
-        onFrame: (frame) => {
-          seen.push(frame);
-          setEvents({ frames: [...seen], done: false });
-        },
-      });
-    } catch (error) {
-      if (error.name !== "AbortError") setAction({ error });
+    while (!TERMINAL.has(seen.at(-1)?.event)) {
+      const progress = seen.length;
+      try {
+        await stream("GET", lastId ? `${path}/events?after=${lastId}` : `${path}/events`, {
+          signal: controller.signal,
+          onFrame: (frame) => {
+            if (frame.id) lastId = frame.id;
+            seen.push(frame);
+            setEvents({ frames: [...seen], done: false });
+          },
+        });
+        // An ended run that has no frames left to send ends at once, with nothing.
+        if (seen.length === progress) break;
+      } catch (error) {
+        if (error.name === "AbortError" || error instanceof ApiError) {
+          if (error.name !== "AbortError") setAction({ error });
+          break;
+        }
+        failures = seen.length > progress ? 1 : failures + 1;
+        if (failures > MAX_RETRIES) {
+          setAction({ error });
+          break;
+        }
+        setEvents({ frames: [...seen], done: false, reconnecting: true });
+        await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** failures));
+      }
     }
     following.current = null;
     setEvents({ frames: [...seen], done: true });
@@ -82,7 +104,7 @@ export function Run({ id }) {
             <td><${Json} value=${n.output?.usage ?? n.usage ?? null} /></td></tr>`)}</tbody>
         </table>`}
       ${events && html`<section aria-labelledby="events-title">
-        <h2 id="events-title">Events ${events.done ? "(ended)" : "(following…)"}</h2>
+        <h2 id="events-title">Events ${events.done ? "(ended)" : events.reconnecting ? "(connection lost: reconnecting…)" : "(following…)"}</h2>
         <ol class="mono">${events.frames.map((f) => html`<li>${f.id && `#${f.id} `}${f.event}: ${JSON.stringify(f.data)}</li>`)}</ol>
       </section>`}
       ${(run.webhook_deliveries ?? []).length > 0 && html`<h2>Webhook deliveries</h2><${Json} value=${run.webhook_deliveries} />`}`}
