@@ -80,7 +80,7 @@ def write_console(out: Path, mount: Path) -> list[ConsoleFile]:
     """Copies the console's files into `out` and returns their routes, naming them in
     `mount` (where the Envoy that reads the config finds them)."""
     out.mkdir(parents=True, exist_ok=True)
-    files = []
+    files: list[ConsoleFile] = []
     for entry in sorted(resources.files(CONSOLE_PACKAGE).iterdir(), key=lambda e: e.name):
         content_type = _CONSOLE_TYPES.get(Path(entry.name).suffix)
         if content_type is None or not entry.is_file():
