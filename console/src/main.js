@@ -1,7 +1,7 @@
 // Flowport's web console: one page, routed by the URL's fragment (#/workflows, #/runs/ID),
 // so Envoy serves three files and nothing else.
 import { render } from "preact";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { ApiError, get, session } from "./api.js";
 import { html } from "./ui.js";
 import { Workflows } from "./pages/workflows.js";
@@ -77,9 +77,10 @@ function App() {
     addEventListener("hashchange", changed);
     return () => removeEventListener("hashchange", changed);
   }, []);
-  useEffect(() => {
+  // Keyboard and screen-reader users land on the new page's content; in the same task as
+  // the page itself, so that a field focused on the new page keeps its focus.
+  useLayoutEffect(() => {
     document.title = `${current.title} · Flowport console`;
-    // Keyboard and screen-reader users land on the new page's content.
     main.current?.focus();
   }, [current.path, current.id]);
 

@@ -233,6 +233,12 @@ def test_publish_shows_errors_at_their_path_then_runs_streaming_and_traces(
     workflow_id = page.locator("#workflow-id").inner_text()
     assert workflow_id.startswith("wf_")
     assert api.get(f"/v1/workflows/{workflow_id}").json()["latest_version"] == 1
+    # Code to call it, each snippet copied by its button.
+    expect(page.get_by_role("heading", name="curl", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Copy curl").click()
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert f"/v1/api/workflow/run/{workflow_id}" in copied
+    assert copied.startswith("curl ")
     console.shot("workflow")
 
     page.get_by_label("Alias name").fill("prod")

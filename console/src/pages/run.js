@@ -94,12 +94,12 @@ export function Run({ id }) {
         ? html`<p class="muted">${LIVE.has(run.status) ? "Nodes are recorded when the run ends: follow its events to watch it." : "No nodes ran."}</p>`
         : html`<table>
           <thead><tr><th scope="col">Node</th><th scope="col">Type</th><th scope="col">Status</th>
-            <th scope="col">Time spent</th><th scope="col">Inputs</th><th scope="col">Output</th><th scope="col">Usage</th></tr></thead>
+            <th scope="col">Time spent</th>${withInputs(run) && html`<th scope="col">Inputs</th>`}<th scope="col">Output</th><th scope="col">Usage</th></tr></thead>
           <tbody>${run.nodes.map((n) => html`<tr class="trace-node">
             <td><span class="mono">${n.node_id}</span><br />${n.name}</td><td>${n.type}</td>
             <td><${Status} value=${n.status} />${n.error && html`<br /><span class="error">${n.error}</span>`}</td>
             <td>${seconds(n.time_spend)}</td>
-            <td><${Json} value=${n.inputs ?? null} /></td>
+            ${withInputs(run) && html`<td><${Json} value=${n.inputs ?? null} /></td>`}
             <td><${Json} value=${withoutUsage(n.output)} /></td>
             <td><${Json} value=${n.output?.usage ?? n.usage ?? null} /></td></tr>`)}</tbody>
         </table>`}
@@ -109,6 +109,11 @@ export function Run({ id }) {
       </section>`}
       ${(run.webhook_deliveries ?? []).length > 0 && html`<h2>Webhook deliveries</h2><${Json} value=${run.webhook_deliveries} />`}`}
   <//>`;
+}
+
+// Node records carry their inputs only on servers that record them; the column shows then.
+function withInputs(run) {
+  return (run.nodes ?? []).some((n) => n.inputs !== undefined);
 }
 
 function withoutUsage(output) {

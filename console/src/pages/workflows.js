@@ -1,5 +1,5 @@
 // The account's workflows, and publishing a definition pasted or uploaded as JSON or YAML.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import { ApiError, call, get, post, query } from "../api.js";
 import { errorAt, parseDefinition } from "../definition.js";
 import { html, Loading, Status, useLoad, when } from "../ui.js";
@@ -68,8 +68,9 @@ function Publish({ workflows, onPublished }) {
   const [done, setDone] = useState(null);
   const [busy, setBusy] = useState(false);
   const editor = useRef(null);
-  // The caret goes to where the problem is, so that it can be fixed at once.
-  useEffect(() => {
+  // The caret goes to where the problem is, so that it can be fixed at once; in the same
+  // task as the message, so that nothing typed after it is shown lands elsewhere.
+  useLayoutEffect(() => {
     if (problem?.offset === undefined || !editor.current) return;
     editor.current.focus();
     editor.current.setSelectionRange(problem.offset, problem.offset);
