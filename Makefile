@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 KUBERNETES_VERSION := 1.30.0
 
 .PHONY: run test lint lock upgrade generate check-generated test-services bench bench-versus \
-	bench-run-path bench-tools clean sdk
+	bench-run-path bench-tools clean sdk console check-console test-browser
 
 $(UV): requirements-uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,6 +45,21 @@ SDK_INSTALLS := $(SDK_PACKAGES:%=%/node_modules/.package-lock.json)
 sdk: $(SDK_INSTALLS)
 	cd sdk/js && npm run --silent build
 
+# The web console: console/src bundled by esbuild into console/static, which is committed (so
+# `make run` needs no Node) and shipped in the wheel as flowport.console.
+console/node_modules/.package-lock.json: console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+console: console/node_modules/.package-lock.json
+	cd console && npm run --silent build
+
+# The committed bundle is what the sources and the locked packages build, byte for byte.
+check-console: console/node_modules/.package-lock.json
+	rm -rf build/console && mkdir -p build
+	cd console && node build.mjs --out ../build/console
+	diff -r --exclude=__init__.py --exclude=__pycache__ build/console console/static
+
 # Python code and Envoy's descriptor set generated from proto/ live in services/flowport/v1
 # and are committed; `make check-generated` proves they are current.
 generate: $(BIN)/flowport
@@ -62,7 +77,11 @@ run: $(BIN)/flowport
 test-services: $(BIN)/flowport
 	$(BIN)/python -m tests.services --prepare
 
-test: $(BIN)/flowport test-services node_modules/.bin/buf $(SDK_INSTALLS)
+# The console's browser tests drive Debian's Chromium (Playwright's own download is never used).
+test-browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(BIN)/flowport test-services test-browser node_modules/.bin/buf $(SDK_INSTALLS)
 	$(BIN)/pytest -q
 
 lint: $(BIN)/flowport node_modules/.bin/buf
@@ -71,6 +90,7 @@ lint: $(BIN)/flowport node_modules/.bin/buf
 	$(BIN)/ruff format --check services tests deploy
 	$(BIN)/mypy
 	$(MAKE) check-generated
+	$(MAKE) check-console
 	# buf reads the (current) descriptor set as an image: googleapis comes from the wheel, not
 	# from the BSR.
 	node_modules/.bin/buf lint services/flowport/v1/flowport.binpb --path flowport
@@ -83,7 +103,7 @@ lint: $(BIN)/flowport node_modules/.bin/buf
 lock: $(UV)
 	$(UV) lock
 	npm install --package-lock-only --no-audit --no-fund --loglevel=error
-	for package in $(SDK_PACKAGES); do \
+	for package in $(SDK_PACKAGES) console; do \
 		(cd $$package && npm install --package-lock-only --no-audit --no-fund --loglevel=error) || exit 1; \
 	done
 
@@ -110,4 +130,4 @@ bench-tools:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .flowport node_modules build sdk/js/dist sdk/grpc/web/gen sdk/grpc/web/dist $(SDK_PACKAGES:%=%/node_modules)
+	rm -rf $(VENV) $(TOOLS) .flowport node_modules build sdk/js/dist sdk/grpc/web/gen sdk/grpc/web/dist $(SDK_PACKAGES:%=%/node_modules) console/node_modules

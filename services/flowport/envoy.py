@@ -9,6 +9,8 @@ import importlib.metadata
 import ipaddress
 import logging
 import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,68 @@ TRANSCODED_SERVICES = (
     "flowport.v1.Runs",
     "flowport.v1.Webhooks",
     "flowport.v1.Audit",
+    "flowport.v1.Accounts",
 )
 STREAM_IDLE_TIMEOUT_S = 300
+# The web console's built files (console/static), served by Envoy itself under CONSOLE_PATH.
+CONSOLE_PACKAGE = "flowport.console"
+CONSOLE_PATH = "/console/"
+_CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+}
+
+# The console calls this origin only, runs only its own script, and is framed by no one.
+CONSOLE_HEADERS = (
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+        " img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none';"
+        " form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleFile:
+    """One console route: Envoy answers `path` with the bytes of `filename`, read at load."""
+
+    path: str
+    filename: str
+    content_type: str
+    # index.html names the others with a hash of their bytes (`console.js?v=...`), so they
+    # may be kept for good; the page itself is asked for again every time.
+    cache_control: str
+    size: int
+
+
+def write_console(out: Path, mount: Path) -> list[ConsoleFile]:
+    """Copies the console's files into `out` and returns their routes, naming them in
+    `mount` (where the Envoy that reads the config finds them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[ConsoleFile] = []
+    for entry in sorted(resources.files(CONSOLE_PACKAGE).iterdir(), key=lambda e: e.name):
+        content_type = _CONSOLE_TYPES.get(Path(entry.name).suffix)
+        if content_type is None or not entry.is_file():
+            continue
+        data = entry.read_bytes()
+        (out / entry.name).write_bytes(data)
+        index = entry.name == "index.html"
+        paths = [CONSOLE_PATH, CONSOLE_PATH + entry.name] if index else [CONSOLE_PATH + entry.name]
+        files.extend(
+            ConsoleFile(
+                path=path,
+                filename=str(mount / entry.name),
+                content_type=content_type,
+                cache_control="no-cache" if index else "public, max-age=31536000, immutable",
+                size=len(data),
+            )
+            for path in paths
+        )
+    return files
 
 
 def envoy_binary() -> Path:
@@ -75,9 +137,11 @@ def render_config(
     lua_path: Path,
     grpc_ports: list[int] | None = None,
     upstreams: list[tuple[str, int]] | None = None,
+    console: Sequence[ConsoleFile] = (),
 ) -> str:
     """Envoy's bootstrap: the public listener on FLOWPORT_HOST:FLOWPORT_HTTP_PORT, in front of
-    `upstreams` (by default the service's `grpc_ports` on FLOWPORT_HOST)."""
+    `upstreams` (by default the service's `grpc_ports` on FLOWPORT_HOST), with the `console`
+    files under /console/."""
     if upstreams is None:
         upstreams = [(settings.host, port) for port in grpc_ports or [settings.grpc_port]]
     template = resources.files(CONFIG_PACKAGE).joinpath("envoy.yaml.j2").read_text()
@@ -96,6 +160,10 @@ def render_config(
         services=TRANSCODED_SERVICES,
         max_body_bytes=settings.max_body_bytes,
         stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
+        console=console,
+        console_headers=CONSOLE_HEADERS,
+        # Envoy refuses a config whose direct_response bodies exceed this (default 4 KiB).
+        console_max_bytes=max((file.size for file in console), default=4096),
         tls=_files(cert=settings.tls_cert, key=settings.tls_key),
         upstream_tls=_files(
             cert=settings.envoy_client_cert,
@@ -140,15 +208,16 @@ def write_envoy_dir(
     upstreams: list[tuple[str, int]],
     mount_dir: Path | None = None,
 ) -> Path:
-    """Writes envoy.yaml, the descriptor set and the Lua filter into `out`; envoy.yaml names
-    the other two in `mount_dir` (default: `out`), where the Envoy that reads it finds them.
-    Returns envoy.yaml's path."""
+    """Writes envoy.yaml, the descriptor set, the Lua filter and the console's files (in
+    `out`/console) into `out`; envoy.yaml names the others in `mount_dir` (default: `out`),
+    where the Envoy that reads it finds them. Returns envoy.yaml's path."""
     out.mkdir(parents=True, exist_ok=True)
     mount = out.resolve() if mount_dir is None else mount_dir
     package, name = DESCRIPTOR_SET
     descriptor = out / name
     descriptor.write_bytes(resources.files(package).joinpath(name).read_bytes())
     (out / LUA_FILE).write_text(lua_source(descriptor.read_bytes()))
+    console = write_console(out / "console", mount / "console")
     config = out / "envoy.yaml"
     config.write_text(
         render_config(
@@ -156,6 +225,7 @@ def write_envoy_dir(
             descriptor_path=mount / name,
             lua_path=mount / LUA_FILE,
             upstreams=upstreams,
+            console=console,
         )
     )
     return config
@@ -171,13 +241,17 @@ def write_mesh_config(
     """`flowport envoy-config`: what an Envoy other than `flowport serve`'s needs to give the
     same REST/SSE surface in front of the service at `upstreams`:
 
-    - envoy.yaml, flowport.binpb, flowport.lua: a complete Envoy (a gateway, a container of
-      its own) with the listener, the cluster and the filters, naming the two files;
+    - envoy.yaml, flowport.binpb, flowport.lua, console/: a complete Envoy (a gateway, a
+      container of its own) with the listener, the cluster, the filters and the web console's
+      routes, naming the other files;
     - http_filters.yaml: the HTTP filters alone (Lua, body limit, gRPC-JSON transcoder,
       router), self-contained (the Lua code and the descriptor set inline), for a mesh's own
       Envoy, e.g. the value of an Istio EnvoyFilter's patch;
     - local_reply_config.yaml: the HTTP connection manager's local replies, so that Envoy's
       own errors (404, 413, 503) have each surface's error body.
+
+    A mesh's own Envoy given only http_filters.yaml has no console: its routes are the
+    route config's, which a mesh keeps to itself.
 
     Returns the paths written."""
     config = write_envoy_dir(settings, out, upstreams=upstreams, mount_dir=mount_dir)
@@ -196,7 +270,14 @@ def write_mesh_config(
     http_filters.write_text(_HEADER + _dump(filters))
     local_replies = out / "local_reply_config.yaml"
     local_replies.write_text(_HEADER + _dump(manager["local_reply_config"]))
-    return [config, out / DESCRIPTOR_SET[1], out / LUA_FILE, http_filters, local_replies]
+    return [
+        config,
+        out / DESCRIPTOR_SET[1],
+        out / LUA_FILE,
+        out / "console",
+        http_filters,
+        local_replies,
+    ]
 
 
 _HEADER = "# Written by `flowport envoy-config` (docs/operations.md, Running in a mesh).\n"

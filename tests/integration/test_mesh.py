@@ -141,6 +141,7 @@ def test_the_filters_for_a_mesh_are_self_contained(
         "envoy.yaml",
         "flowport.binpb",
         "flowport.lua",
+        "console",
         "http_filters.yaml",
         "local_reply_config.yaml",
     ]
@@ -150,6 +151,9 @@ def test_the_filters_for_a_mesh_are_self_contained(
     listener["address"]["socket_address"]["port_value"] = http_port
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    # A mesh's route config is its own: the console's routes (files by name) are not in it.
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    routes[:] = [route for route in routes if "route" in route]
     manager["http_filters"] = yaml.safe_load((front.out / "http_filters.yaml").read_text())
     manager["local_reply_config"] = yaml.safe_load(
         (front.out / "local_reply_config.yaml").read_text()
@@ -209,6 +213,18 @@ def test_upstream_names_are_looked_up(mesh: tuple[Stack, EnvoyFront], tmp_path: 
     text = (tmp_path / "envoy.yaml").read_text()
     assert 'proto_descriptor: "/etc/flowport/envoy/flowport.binpb"' in text
     assert 'filename: "/etc/flowport/envoy/flowport.lua"' in text
+    assert 'filename: "/etc/flowport/envoy/console/console.js"' in text
+    assert (tmp_path / "console" / "index.html").is_file()
+
+
+def test_an_envoy_of_ones_own_serves_the_console(mesh: tuple[Stack, EnvoyFront]) -> None:
+    """envoy.yaml from `flowport envoy-config` carries the console's routes and files."""
+    _, front = mesh
+    page = httpx.get(f"{front.base_url}/console/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert '<script type="module" src="console.js?v=' in page.text
+    assert httpx.get(f"{front.base_url}/console").headers["location"].endswith("/console/")
 
 
 def test_usage_errors(mesh: tuple[Stack, EnvoyFront]) -> None:

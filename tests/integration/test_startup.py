@@ -24,8 +24,9 @@ def test_start_up_says_where_it_listens_and_nothing_from_libraries(tmp_path: Pat
     stack.stop()
     log = (tmp_path / "serve.log").read_text()
     lines = [line.split(": ", 1)[1] for line in log.splitlines() if ": " in line]
-    assert lines[:5] == [
+    assert lines[:6] == [
         f"REST and gRPC on http://127.0.0.1:{stack.http_port} (Envoy)",
+        f"web console on http://127.0.0.1:{stack.http_port}/console/",
         f"gRPC service on 127.0.0.1:{stack.grpc_port} (1 worker)",
         f"Envoy admin on http://127.0.0.1:{stack.admin_port}",
         f"metrics on http://127.0.0.1:{stack.metrics_port}/metrics",

@@ -1,13 +1,16 @@
 """`pip install` of the repository gives a `flowport` that serves anywhere: the wheel carries
-the descriptor set, Envoy's templates and the migrations, read as package data."""
+the descriptor set, Envoy's templates, the migrations and the web console, read as package
+data."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from flowport.demo import BMI
@@ -85,6 +88,12 @@ def test_the_installed_wheel_serves_bmi_through_envoy_outside_the_checkout(
         )
         assert client.returncode == 0, client.stderr
         assert client.stdout == "您的BMI值是23.15\n"
+        # The web console's files are package data too.
+        console = httpx.get(f"{stack.base_url}/console/")
+        assert console.status_code == 200
+        script = re.search(r'src="(console\.js\?v=\w+)"', console.text)
+        assert script is not None
+        assert httpx.get(f"{stack.base_url}/console/{script.group(1)}").status_code == 200
     finally:
         assert stack.stop() == 0
     # The code that served was the installed package's, not the checkout's.

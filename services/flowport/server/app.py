@@ -35,6 +35,7 @@ from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica, reap
 from flowport.run_log import Notices, RunLogReader
 from flowport.run_path import RunPath
+from flowport.server.accounts import AccountsServicer
 from flowport.server.audit import AuditServicer
 from flowport.server.context import Services
 from flowport.server.decoding import LenientHandlers
@@ -49,6 +50,8 @@ from flowport.settings import Settings
 from flowport.storage import Database
 from flowport.tracing import start_tracing, stop_tracing
 from flowport.v1 import (
+    account_pb2,
+    account_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     flowai_pb2,
@@ -87,6 +90,7 @@ SERVICE_NAMES = tuple(
         (runs_pb2, "Runs"),
         (webhooks_pb2, "Webhooks"),
         (audit_pb2, "Audit"),
+        (account_pb2, "Accounts"),
     )
 )
 
@@ -195,6 +199,7 @@ async def create_server(
     runs_pb2_grpc.add_RunsServicer_to_server(RunsServicer(services), handlers)
     webhooks_pb2_grpc.add_WebhooksServicer_to_server(WebhooksServicer(services), handlers)
     audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(services), handlers)
+    account_pb2_grpc.add_AccountsServicer_to_server(AccountsServicer(services), handlers)
     handlers.install(server)
 
     health_servicer = health.aio.HealthServicer()
@@ -388,6 +393,7 @@ def _announce(settings: Settings, grpc_ports: list[int], *, envoy: bool = True) 
     if envoy:
         scheme = "http" if settings.tls_cert is None else "https"
         log.info("REST and gRPC on %s://%s:%d (Envoy)", scheme, host, settings.http_port)
+        log.info("web console on %s://%s:%d/console/", scheme, host, settings.http_port)
         plural = "s"[: workers - 1]
         log.info("gRPC service on %s:%s (%d worker%s%s)", host, ports, workers, plural, mtls)
         log.info("Envoy admin on http://%s:%d", settings.admin_host, settings.admin_port)

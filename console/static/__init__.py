@@ -1,0 +1,1 @@
+"""The web console's built files (console/src, bundled by `make console`), served by Envoy."""
