@@ -107,6 +107,16 @@ class Console:
         page.keyboard.press("Enter")
         expect(page.get_by_role("navigation", name="Console")).to_be_visible()
 
+    def copy(self, button: str, page: Page | None = None) -> str:
+        """Clicks a copy button and returns what it put on the clipboard. The clipboard only
+        takes writes from the focused page, so the tab is brought to the front first."""
+        page = page or self.page
+        page.bring_to_front()
+        page.get_by_role("button", name=button).click()
+        expect(page.get_by_role("status").filter(has_text="Copied")).to_be_visible(timeout=15_000)
+        copied: str = page.evaluate("() => navigator.clipboard.readText()")
+        return copied
+
     def shot(self, name: str, page: Page | None = None) -> None:
         page = page or self.page
         every_field_labelled(page)
@@ -235,8 +245,7 @@ def test_publish_shows_errors_at_their_path_then_runs_streaming_and_traces(
     assert api.get(f"/v1/workflows/{workflow_id}").json()["latest_version"] == 1
     # Code to call it, each snippet copied by its button.
     expect(page.get_by_role("heading", name="curl", exact=True)).to_be_visible()
-    page.get_by_role("button", name="Copy curl").click()
-    copied = page.evaluate("() => navigator.clipboard.readText()")
+    copied = console.copy("Copy curl")
     assert f"/v1/api/workflow/run/{workflow_id}" in copied
     assert copied.startswith("curl ")
     console.shot("workflow")
@@ -361,9 +370,7 @@ def test_create_a_key_shown_once_then_revoke_it_and_read_the_audit_log(
     page.get_by_role("button", name="Create key").click()
     secret = page.locator("#new-key").inner_text()
     assert re.fullmatch(r"fp_\w{32,}", secret)
-    page.get_by_role("button", name="Copy key").click()
-    expect(page.get_by_text("Copied")).to_be_visible()
-    assert page.evaluate("() => navigator.clipboard.readText()") == secret
+    assert console.copy("Copy key") == secret
     row = page.locator(".key-row").filter(has_text="team-a")
     expect(row).to_contain_text(workflow_id)
     expect(row).to_contain_text("never")

@@ -52,6 +52,8 @@ def _replica(tmp_path: Path, name: str, database: str, redis_url: str, fake: Fak
         llm_base_url=fake.base_url,
         extra_env={
             "FLOWPORT_REDIS_URL": redis_url,
+            # These tests poll a run every 50 ms beside their streams: not the limiter's test.
+            "FLOWPORT_RATE_LIMIT_PER_KEY": "1000",
             "FLOWPORT_RUN_LEASE_S": str(LEASE_S),
             "FLOWPORT_STREAM_HEARTBEAT_S": str(HEARTBEAT_S),
         },
