@@ -20,6 +20,7 @@ from flowport.settings import Settings
 from flowport.snippets import LANGS, snippets
 from flowport.storage import (
     Database,
+    all_allowed_origins,
     create_api_key,
     create_workflow,
     get_or_create_account,
@@ -189,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         from flowport.envoy import write_mesh_config
 
         upstreams = args.upstream or [(settings.host, settings.grpc_port)]
+        origins = asyncio.run(_allowed_origins(settings))
         for path in write_mesh_config(
-            settings, args.out, upstreams=upstreams, mount_dir=args.mount_dir
+            settings,
+            args.out,
+            upstreams=upstreams,
+            mount_dir=args.mount_dir,
+            allowed_origins=origins,
         ):
             print(path)
         return 0
@@ -406,6 +412,15 @@ async def _snippet(settings: Settings, workflow_id: str, lang: str) -> str:
         await db.dispose()
     specs = compile_workflow(parse_definition(version.definition)).in_node.inputs
     return snippets(workflow_id, specs, settings, [lang])[0].code
+
+
+async def _allowed_origins(settings: Settings) -> list[str]:
+    """Every account's allowed origins now: `envoy-config`'s CORS policy."""
+    db = await _open(settings)
+    try:
+        return await db.run(all_allowed_origins)
+    finally:
+        await db.dispose()
 
 
 async def _open(settings: Settings) -> Database:
