@@ -44,7 +44,7 @@ class AccountsServicer(account_pb2_grpc.AccountsServicer):
 
     @translate_errors
     async def SetCors(
-        self, request: account_pb2.Cors, context: grpc.aio.ServicerContext
+        self, request: account_pb2.SetCorsRequest, context: grpc.aio.ServicerContext
     ) -> account_pb2.Cors:
         caller = await self._services.admin(context)
         origins = parse_origins(request.allowed_origins)

@@ -14,6 +14,12 @@ class GetCorsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class SetCorsRequest(_message.Message):
+    __slots__ = ("allowed_origins",)
+    ALLOWED_ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    allowed_origins: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allowed_origins: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Cors(_message.Message):
     __slots__ = ("allowed_origins",)
     ALLOWED_ORIGINS_FIELD_NUMBER: _ClassVar[int]

@@ -48,7 +48,7 @@ class AccountsStub:
                 _registered_method=True)
         self.SetCors = channel.unary_unary(
                 '/flowport.v1.Accounts/SetCors',
-                request_serializer=flowport_dot_v1_dot_account__pb2.Cors.SerializeToString,
+                request_serializer=flowport_dot_v1_dot_account__pb2.SetCorsRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_account__pb2.Cors.FromString,
                 _registered_method=True)
 
@@ -98,7 +98,7 @@ def add_AccountsServicer_to_server(servicer, server):
             ),
             'SetCors': grpc.unary_unary_rpc_method_handler(
                     servicer.SetCors,
-                    request_deserializer=flowport_dot_v1_dot_account__pb2.Cors.FromString,
+                    request_deserializer=flowport_dot_v1_dot_account__pb2.SetCorsRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_account__pb2.Cors.SerializeToString,
             ),
     }
@@ -183,7 +183,7 @@ class Accounts:
             request,
             target,
             '/flowport.v1.Accounts/SetCors',
-            flowport_dot_v1_dot_account__pb2.Cors.SerializeToString,
+            flowport_dot_v1_dot_account__pb2.SetCorsRequest.SerializeToString,
             flowport_dot_v1_dot_account__pb2.Cors.FromString,
             options,
             channel_credentials,
