@@ -260,3 +260,37 @@ def test_origins_set_on_one_replica_hold_on_the_other(tmp_path: Path, database: 
     finally:
         for replica in (a, b):
             replica.stop()
+
+
+def test_workers_keep_one_policy_and_each_holds_calls_to_it(tmp_path: Path) -> None:
+    """`serve --workers 2`: every worker writes the same routes, and a change made through one
+    worker is enforced by the other (calls go round-robin)."""
+    stack = Stack(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'flowport.db'}",
+        llm_base_url=None,
+        workers=2,
+    )
+    try:
+        stack.start()
+        _, key = stack.create_key()
+        origin = _origin()
+        with Api(stack.base_url, key) as api:
+            # Both workers read the account's empty list (round-robin: two calls, two workers).
+            for _ in range(4):
+                answer = api.get("/v1/account", headers={**api.headers, "origin": origin})
+                assert answer.status_code == 403
+            assert set_origins(api, [origin]).status_code == 200
+            wait_for(lambda: allowed_by_envoy(stack.base_url, origin), PATIENCE_S, "the policy")
+
+            def every_worker_allows() -> bool:
+                calls = [api.get("/v1/account", headers={**api.headers, "origin": origin})]
+                calls += [api.get("/v1/account", headers={**api.headers, "origin": origin})]
+                return all(call.status_code == 200 for call in calls)
+
+            wait_for(every_worker_allows, PATIENCE_S, "both workers to allow the origin")
+        routes = yaml.safe_load((tmp_path / "envoy" / "routes.yaml").read_text())
+        policy = routes["resources"][0]["virtual_hosts"][0]["typed_per_filter_config"]
+        assert policy["envoy.filters.http.cors"]["allow_origin_string_match"] == [{"exact": origin}]
+    finally:
+        stack.stop()
