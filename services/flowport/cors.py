@@ -94,7 +94,7 @@ class Origins:
             origins = await self._db.run(all_allowed_origins)
             write = self._write_routes
             if await asyncio.to_thread(write, origins):
-                log.info("Envoy's CORS policy now allows %d origins", len(origins))
+                log.debug("Envoy's CORS policy now allows %d origins", len(origins))
 
     async def _load(self, account_id: str) -> frozenset[str]:
         account = await self._db.run(lambda session: get_account(session, account_id=account_id))
