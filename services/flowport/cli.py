@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from flowport.engine import compile_workflow, parse_definition
 from flowport.errors import FlowportError
@@ -415,10 +416,22 @@ async def _snippet(settings: Settings, workflow_id: str, lang: str) -> str:
 
 
 async def _allowed_origins(settings: Settings) -> list[str]:
-    """Every account's allowed origins now: `envoy-config`'s CORS policy."""
-    db = await _open(settings)
+    """Every account's allowed origins now: `envoy-config`'s CORS policy. Read, never
+    migrated nor created: the command also runs where the database is not there yet (a pod's
+    init container before the first start, a build), and then allows none, saying so."""
+    if settings.database_url is None and not (settings.data_dir / "flowport.db").exists():
+        return []
+    db = Database.connect(settings.resolved_database_url)
     try:
         return await db.run(all_allowed_origins)
+    except (SQLAlchemyError, OSError) as error:
+        reason = str(error).splitlines()[0]
+        print(
+            f"flowport: could not read the accounts' allowed origins ({reason}); "
+            "routes.yaml allows no cross-origin calls until envoy-config runs again",
+            file=sys.stderr,
+        )
+        return []
     finally:
         await db.dispose()
 

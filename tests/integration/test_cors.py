@@ -215,6 +215,19 @@ def test_envoy_config_writes_the_origins_of_the_moment(
     assert {"exact": origin} in policy["allow_origin_string_match"]
     set_origins(api, [])
 
+    # Where the database cannot be read (a pod's init container before it exists), the files
+    # are still written, allowing no origin, and the command says why.
+    unreachable = stack.cli(
+        "envoy-config",
+        "--out",
+        str(tmp_path / "elsewhere"),
+        DATABASE_URL="postgresql://flowport@127.0.0.1:1/nowhere",
+    )
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert "could not read the accounts' allowed origins" in unreachable.stderr
+    routes = yaml.safe_load((tmp_path / "elsewhere" / "routes.yaml").read_text())
+    assert "typed_per_filter_config" not in routes["resources"][0]["virtual_hosts"][0]
+
 
 @pytest.fixture
 def database(postgres_url: str) -> Iterator[str]:
