@@ -50,6 +50,28 @@ local function query_refusal(method, path)
   return nil
 end
 
+local DEFAULT_PORTS = {http = "80", https = "443"}
+
+-- The origin of a browser's cross-origin call, or nil for a same-origin call (the console's
+-- pages) and for a call without Origin (servers, curl): the service then holds the call to
+-- the allowed origins of its key's account (services/flowport/cors.py).
+local function cross_origin(headers)
+  local origin = headers:get("origin")
+  if origin == nil or origin == "" then
+    return nil
+  end
+  local scheme, hostport = string.match(string.lower(origin), "^(%a[%w+.-]*)://([^/]+)$")
+  local authority = string.lower(headers:get(":authority") or "")
+  if hostport == nil then
+    return origin
+  end
+  local default = DEFAULT_PORTS[scheme]
+  if hostport == authority or (default ~= nil and hostport .. ":" .. default == authority) then
+    return nil
+  end
+  return origin
+end
+
 -- Tells the service whether a call came in as REST/JSON (transcoded) or as native gRPC,
 -- so that errors can be rendered for the surface the client speaks.
 function envoy_on_request(handle)
@@ -64,6 +86,12 @@ function envoy_on_request(handle)
   end
   for _, name in ipairs(illegal) do
     headers:remove(name)
+  end
+  local origin = cross_origin(headers)
+  if origin ~= nil then
+    headers:replace("x-flowport-origin", origin)
+  else
+    headers:remove("x-flowport-origin")
   end
   local content_type = headers:get("content-type") or ""
   if string.sub(content_type, 1, 16) == "application/grpc" then

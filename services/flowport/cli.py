@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from flowport.engine import compile_workflow, parse_definition
 from flowport.errors import FlowportError
@@ -20,6 +21,7 @@ from flowport.settings import Settings
 from flowport.snippets import LANGS, snippets
 from flowport.storage import (
     Database,
+    all_allowed_origins,
     create_api_key,
     create_workflow,
     get_or_create_account,
@@ -189,8 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         from flowport.envoy import write_mesh_config
 
         upstreams = args.upstream or [(settings.host, settings.grpc_port)]
+        origins = asyncio.run(_allowed_origins(settings))
         for path in write_mesh_config(
-            settings, args.out, upstreams=upstreams, mount_dir=args.mount_dir
+            settings,
+            args.out,
+            upstreams=upstreams,
+            mount_dir=args.mount_dir,
+            allowed_origins=origins,
         ):
             print(path)
         return 0
@@ -406,6 +413,27 @@ async def _snippet(settings: Settings, workflow_id: str, lang: str) -> str:
         await db.dispose()
     specs = compile_workflow(parse_definition(version.definition)).in_node.inputs
     return snippets(workflow_id, specs, settings, [lang])[0].code
+
+
+async def _allowed_origins(settings: Settings) -> list[str]:
+    """Every account's allowed origins now: `envoy-config`'s CORS policy. Read, never
+    migrated nor created: the command also runs where the database is not there yet (a pod's
+    init container before the first start, a build), and then allows none, saying so."""
+    if settings.database_url is None and not (settings.data_dir / "flowport.db").exists():
+        return []
+    db = Database.connect(settings.resolved_database_url)
+    try:
+        return await db.run(all_allowed_origins)
+    except (SQLAlchemyError, OSError) as error:
+        reason = str(error).splitlines()[0]
+        print(
+            f"flowport: could not read the accounts' allowed origins ({reason}); "
+            "routes.yaml allows no cross-origin calls until envoy-config runs again",
+            file=sys.stderr,
+        )
+        return []
+    finally:
+        await db.dispose()
 
 
 async def _open(settings: Settings) -> Database:

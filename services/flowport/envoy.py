@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import importlib.metadata
 import ipaddress
 import logging
+import os
 import signal
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -63,6 +66,30 @@ CONSOLE_HEADERS = (
 )
 
 
+ROUTES_TEMPLATE = "routes.yaml.j2"
+# The routes (and the CORS policy) in their own file, which Envoy watches (RDS from a file).
+ROUTES_FILE = "routes.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class CorsHeaders:
+    """What a browser's preflight is told besides the origin: the methods and request headers
+    the API takes, and the response headers its pages may read."""
+
+    methods: str = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+    allow_headers: str = (
+        "content-type, x-api-key, authorization, idempotency-key, last-event-id, x-grpc-web,"
+        " x-user-agent, grpc-timeout, traceparent"
+    )
+    expose_headers: str = (
+        "x-run-id, x-workflow-version, location, retry-after, grpc-status, grpc-message,"
+        " grpc-status-details-bin"
+    )
+    # Seconds a browser may reuse a preflight's answer: an origin removed from an account
+    # is still preflighted as allowed this long (the call itself is then refused).
+    max_age: str = "600"
+
+
 @dataclass(frozen=True, slots=True)
 class ConsoleFile:
     """One console route: Envoy answers `path` with the bytes of `filename`, read at load."""
@@ -80,13 +107,25 @@ def write_console(out: Path, mount: Path) -> list[ConsoleFile]:
     """Copies the console's files into `out` and returns their routes, naming them in
     `mount` (where the Envoy that reads the config finds them)."""
     out.mkdir(parents=True, exist_ok=True)
+    for entry in _console_entries():
+        (out / entry.name).write_bytes(entry.read_bytes())
+    return console_files(mount)
+
+
+def _console_entries() -> list[Any]:
+    return [
+        entry
+        for entry in sorted(resources.files(CONSOLE_PACKAGE).iterdir(), key=lambda e: e.name)
+        if entry.is_file() and Path(entry.name).suffix in _CONSOLE_TYPES
+    ]
+
+
+def console_files(mount: Path) -> list[ConsoleFile]:
+    """The console's routes, naming its files in `mount`."""
     files: list[ConsoleFile] = []
-    for entry in sorted(resources.files(CONSOLE_PACKAGE).iterdir(), key=lambda e: e.name):
-        content_type = _CONSOLE_TYPES.get(Path(entry.name).suffix)
-        if content_type is None or not entry.is_file():
-            continue
+    for entry in _console_entries():
+        content_type = _CONSOLE_TYPES[Path(entry.name).suffix]
         data = entry.read_bytes()
-        (out / entry.name).write_bytes(data)
         index = entry.name == "index.html"
         paths = [CONSOLE_PATH, CONSOLE_PATH + entry.name] if index else [CONSOLE_PATH + entry.name]
         files.extend(
@@ -137,11 +176,11 @@ def render_config(
     lua_path: Path,
     grpc_ports: list[int] | None = None,
     upstreams: list[tuple[str, int]] | None = None,
-    console: Sequence[ConsoleFile] = (),
+    routes_path: Path,
 ) -> str:
     """Envoy's bootstrap: the public listener on FLOWPORT_HOST:FLOWPORT_HTTP_PORT, in front of
-    `upstreams` (by default the service's `grpc_ports` on FLOWPORT_HOST), with the `console`
-    files under /console/."""
+    `upstreams` (by default the service's `grpc_ports` on FLOWPORT_HOST), its routes read from
+    `routes_path` (render_routes) and read again whenever that file is replaced."""
     if upstreams is None:
         upstreams = [(settings.host, port) for port in grpc_ports or [settings.grpc_port]]
     template = resources.files(CONFIG_PACKAGE).joinpath("envoy.yaml.j2").read_text()
@@ -160,10 +199,8 @@ def render_config(
         services=TRANSCODED_SERVICES,
         max_body_bytes=settings.max_body_bytes,
         stream_idle_timeout_s=STREAM_IDLE_TIMEOUT_S,
-        console=console,
-        console_headers=CONSOLE_HEADERS,
-        # Envoy refuses a config whose direct_response bodies exceed this (default 4 KiB).
-        console_max_bytes=max((file.size for file in console), default=4096),
+        routes_path=routes_path,
+        routes_dir=routes_path.parent,
         tls=_files(cert=settings.tls_cert, key=settings.tls_key),
         upstream_tls=_files(
             cert=settings.envoy_client_cert,
@@ -171,6 +208,47 @@ def render_config(
             ca=settings.grpc_tls_ca,
         ),
     )
+
+
+def render_routes(console: Sequence[ConsoleFile], allowed_origins: Sequence[str]) -> str:
+    """The route config, as the DiscoveryResponse Envoy reads from routes.yaml: the console's
+    files under /console/, everything else to the service, and a CORS policy allowing
+    `allowed_origins` (none: no cross-origin call is allowed)."""
+    template = resources.files(CONFIG_PACKAGE).joinpath(ROUTES_TEMPLATE).read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    values = {
+        "stream_idle_timeout_s": STREAM_IDLE_TIMEOUT_S,
+        "console": console,
+        "console_headers": CONSOLE_HEADERS,
+        # Envoy refuses a config whose direct_response bodies exceed this (default 4 KiB).
+        "console_max_bytes": max((file.size for file in console), default=4096),
+        "allowed_origins": list(allowed_origins),
+        "cors": CorsHeaders(),
+    }
+    body = env.from_string(template).render(version="", **values)
+    version = hashlib.sha256(body.encode()).hexdigest()[:16]
+    return env.from_string(template).render(version=version, **values)
+
+
+def write_routes(path: Path, text: str) -> bool:
+    """Replaces `path` with `text` unless it holds it already; True if it was written. A move
+    into the directory Envoy watches, so Envoy never reads a half-written file, and several
+    processes writing the same text at once (`--workers N`) do no harm."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() == text:
+            return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".routes-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return True
 
 
 def _files(**paths: Path | None) -> dict[str, str] | None:
@@ -193,12 +271,23 @@ def config_dir(settings: Settings) -> Path:
     return settings.data_dir / "envoy"
 
 
+def routes_path(settings: Settings) -> Path:
+    return config_dir(settings) / ROUTES_FILE
+
+
 def write_config(settings: Settings, *, grpc_ports: list[int]) -> Path:
     """Writes Envoy's config for `flowport serve` into the data directory with the descriptor
     set and Lua filter it names, so the folder is complete on its own; returns the config's
-    path."""
+    path. The routes are the service's to write (write_serve_routes), before Envoy starts."""
     out = config_dir(settings)
     return write_envoy_dir(settings, out, upstreams=[(settings.host, p) for p in grpc_ports])
+
+
+def write_serve_routes(settings: Settings, allowed_origins: Sequence[str]) -> bool:
+    """Rewrites `flowport serve`'s routes.yaml for these origins, if they changed it."""
+    out = config_dir(settings)
+    console = console_files(out.resolve() / "console")
+    return write_routes(routes_path(settings), render_routes(console, allowed_origins))
 
 
 def write_envoy_dir(
@@ -207,10 +296,13 @@ def write_envoy_dir(
     *,
     upstreams: list[tuple[str, int]],
     mount_dir: Path | None = None,
+    allowed_origins: Sequence[str] | None = None,
 ) -> Path:
-    """Writes envoy.yaml, the descriptor set, the Lua filter and the console's files (in
-    `out`/console) into `out`; envoy.yaml names the others in `mount_dir` (default: `out`),
-    where the Envoy that reads it finds them. Returns envoy.yaml's path."""
+    """Writes envoy.yaml, routes.yaml (allowing `allowed_origins`; None: the routes.yaml there
+    is kept, as the service wrote it, or written allowing none), the descriptor set, the Lua
+    filter and the console's files (in `out`/console) into `out`; envoy.yaml names the others
+    in `mount_dir` (default: `out`), where the Envoy that reads it finds them. Returns
+    envoy.yaml's path."""
     out.mkdir(parents=True, exist_ok=True)
     mount = out.resolve() if mount_dir is None else mount_dir
     package, name = DESCRIPTOR_SET
@@ -218,6 +310,8 @@ def write_envoy_dir(
     descriptor.write_bytes(resources.files(package).joinpath(name).read_bytes())
     (out / LUA_FILE).write_text(lua_source(descriptor.read_bytes()))
     console = write_console(out / "console", mount / "console")
+    if allowed_origins is not None or not (out / ROUTES_FILE).exists():
+        write_routes(out / ROUTES_FILE, render_routes(console, allowed_origins or ()))
     config = out / "envoy.yaml"
     config.write_text(
         render_config(
@@ -225,7 +319,7 @@ def write_envoy_dir(
             descriptor_path=mount / name,
             lua_path=mount / LUA_FILE,
             upstreams=upstreams,
-            console=console,
+            routes_path=mount / ROUTES_FILE,
         )
     )
     return config
@@ -237,13 +331,16 @@ def write_mesh_config(
     *,
     upstreams: list[tuple[str, int]],
     mount_dir: Path | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> list[Path]:
     """`flowport envoy-config`: what an Envoy other than `flowport serve`'s needs to give the
     same REST/SSE surface in front of the service at `upstreams`:
 
-    - envoy.yaml, flowport.binpb, flowport.lua, console/: a complete Envoy (a gateway, a
-      container of its own) with the listener, the cluster, the filters and the web console's
-      routes, naming the other files;
+    - envoy.yaml, routes.yaml, flowport.binpb, flowport.lua, console/: a complete Envoy (a
+      gateway, a container of its own) with the listener, the cluster, the filters, and in
+      routes.yaml (which it watches) the web console's routes and a CORS policy allowing
+      `allowed_origins` (every account's at the time: a snapshot, written again by running
+      the command again), naming the other files;
     - http_filters.yaml: the HTTP filters alone (Lua, body limit, gRPC-JSON transcoder,
       router), self-contained (the Lua code and the descriptor set inline), for a mesh's own
       Envoy, e.g. the value of an Istio EnvoyFilter's patch;
@@ -254,7 +351,9 @@ def write_mesh_config(
     route config's, which a mesh keeps to itself.
 
     Returns the paths written."""
-    config = write_envoy_dir(settings, out, upstreams=upstreams, mount_dir=mount_dir)
+    config = write_envoy_dir(
+        settings, out, upstreams=upstreams, mount_dir=mount_dir, allowed_origins=allowed_origins
+    )
     manager = _connection_manager(yaml.safe_load(config.read_text()))
     filters = []
     for entry in manager["http_filters"]:
@@ -272,6 +371,7 @@ def write_mesh_config(
     local_replies.write_text(_HEADER + _dump(manager["local_reply_config"]))
     return [
         config,
+        out / ROUTES_FILE,
         out / DESCRIPTOR_SET[1],
         out / LUA_FILE,
         out / "console",

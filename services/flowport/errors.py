@@ -52,6 +52,10 @@ class WorkflowNotAllowed(PermissionDenied):
     told."""
 
 
+class OriginNotAllowed(PermissionDenied):
+    """A browser's cross-origin call from an origin its key's account does not allow."""
+
+
 class NotFound(FlowportError):
     """No such workflow, run or key (another account's are not found either)."""
 

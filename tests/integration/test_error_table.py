@@ -39,6 +39,7 @@ from flowport.errors import (
     KeyExpired,
     MissingScope,
     NotFound,
+    OriginNotAllowed,
     PermissionDenied,
     QueueFull,
     RateLimited,
@@ -207,6 +208,15 @@ def workflow_outside_the_keys_list(world: World) -> RunCall:
     made = world.api.post("/v1/keys", {"name": "team", "workflows": [allowed]})
     assert made.status_code == 200, made.text
     return RunCall(world.stack, made.json()["key"], world.api.publish(BMI), BMI_INPUT, "before")
+
+
+def origin_the_account_does_not_allow(world: World) -> RunCall:
+    origin = "https://not-listed.example.com"
+    # Envoy tells the service a cross-origin call's origin; straight to the gRPC port, the
+    # call carries that header itself.
+    headers = {"Origin": origin, "x-flowport-origin": origin}
+    workflow_id = world.api.publish(BMI)
+    return RunCall(world.stack, world.api.key, workflow_id, BMI_INPUT, "before", headers=headers)
 
 
 def unknown_workflow(world: World) -> RunCall:
@@ -382,6 +392,7 @@ RUN_TRIGGERS: dict[type[FlowportError], list[RunTrigger]] = {
     PermissionDenied:    [another_accounts_private_workflow],
     MissingScope:        [key_without_the_run_scope],
     WorkflowNotAllowed:  [workflow_outside_the_keys_list],
+    OriginNotAllowed:    [origin_the_account_does_not_allow],
     NotFound:            [unknown_workflow],
     VersionNotFound:     [unknown_alias],
     SubWorkflowNotFound: [missing_sub_workflow],

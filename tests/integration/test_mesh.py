@@ -139,6 +139,7 @@ def test_the_filters_for_a_mesh_are_self_contained(
     written = front.write_config()
     assert [p.name for p in written] == [
         "envoy.yaml",
+        "routes.yaml",
         "flowport.binpb",
         "flowport.lua",
         "console",
@@ -151,9 +152,14 @@ def test_the_filters_for_a_mesh_are_self_contained(
     listener["address"]["socket_address"]["port_value"] = http_port
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    # A mesh's route config is its own: the console's routes (files by name) are not in it.
-    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    # A mesh's route config is its own, inline: the console's routes (files by name) are not
+    # in it.
+    route_config = yaml.safe_load((front.out / "routes.yaml").read_text())["resources"][0]
+    del route_config["@type"]
+    routes = route_config["virtual_hosts"][0]["routes"]
     routes[:] = [route for route in routes if "route" in route]
+    del manager["rds"]
+    manager["route_config"] = route_config
     manager["http_filters"] = yaml.safe_load((front.out / "http_filters.yaml").read_text())
     manager["local_reply_config"] = yaml.safe_load(
         (front.out / "local_reply_config.yaml").read_text()
@@ -213,12 +219,14 @@ def test_upstream_names_are_looked_up(mesh: tuple[Stack, EnvoyFront], tmp_path: 
     text = (tmp_path / "envoy.yaml").read_text()
     assert 'proto_descriptor: "/etc/flowport/envoy/flowport.binpb"' in text
     assert 'filename: "/etc/flowport/envoy/flowport.lua"' in text
-    assert 'filename: "/etc/flowport/envoy/console/console.js"' in text
+    assert 'path: "/etc/flowport/envoy/routes.yaml"' in text
+    routes = (tmp_path / "routes.yaml").read_text()
+    assert 'filename: "/etc/flowport/envoy/console/console.js"' in routes
     assert (tmp_path / "console" / "index.html").is_file()
 
 
 def test_an_envoy_of_ones_own_serves_the_console(mesh: tuple[Stack, EnvoyFront]) -> None:
-    """envoy.yaml from `flowport envoy-config` carries the console's routes and files."""
+    """`flowport envoy-config` writes the console's routes (routes.yaml) and files."""
     _, front = mesh
     page = httpx.get(f"{front.base_url}/console/")
     assert page.status_code == 200

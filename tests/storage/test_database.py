@@ -158,10 +158,16 @@ async def test_processes_migrating_at_once_do_not_collide(target: Target):
 async def test_a_database_of_the_first_release_upgrades_and_keeps_its_data(target: Target):
     old = target.open()
     await old.migrate("0001")
+    # The rows alone: today's models have columns and tables the first release lacks.
+    async with old.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO accounts (id, name, created_at) "
+                "VALUES ('acct_acme', 'acme', '2026-01-01 00:00:00')"
+            )
+        )
     async with old.session() as session:
-        account = await get_or_create_account(session, name="acme")
-        # The row alone: today's create_workflow also writes tables the first release lacks.
-        workflow = Workflow(account_id=account.id, name="BMI", draft={"a": 1})
+        workflow = Workflow(account_id="acct_acme", name="BMI", draft={"a": 1})
         session.add(workflow)
         await session.commit()
     async with old.engine.connect() as connection:
@@ -172,8 +178,10 @@ async def test_a_database_of_the_first_release_upgrades_and_keeps_its_data(targe
     try:
         await upgraded.migrate()
         async with upgraded.session() as session:
-            loaded = await get_workflow(session, account_id=account.id, workflow_id=workflow.id)
+            loaded = await get_workflow(session, account_id="acct_acme", workflow_id=workflow.id)
+            account = await get_account(session, account_id="acct_acme")
         assert loaded.draft == {"a": 1}
+        assert account.allowed_origins == []
         async with upgraded.engine.connect() as connection:
             assert "session_turns" in await connection.run_sync(_schema)
     finally:

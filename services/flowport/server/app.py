@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -20,8 +21,9 @@ from sqlalchemy import make_url
 
 from flowport.admission import RUN_JOB
 from flowport.auth import Authenticator
+from flowport.cors import Origins
 from flowport.engine import LlmClient, create_llm_client
-from flowport.envoy import EnvoyProcess, write_config
+from flowport.envoy import EnvoyProcess, write_config, write_serve_routes
 from flowport.idempotency import Idempotency
 from flowport.jobs import Jobs, open_jobs
 from flowport.metrics import (
@@ -170,18 +172,25 @@ async def prepare_in_child() -> None:
 
 
 async def create_server(
-    settings: Settings, *, port: int | None = None, prepare: bool = True
+    settings: Settings,
+    *,
+    port: int | None = None,
+    prepare: bool = True,
+    with_envoy: bool = False,
 ) -> FlowportServer:
     """Wires the servicers and starts serving on `port` (0: any free). `prepare`: migrate and
     recover the database first (a worker of `serve --workers` leaves that to its supervisor,
-    which does it before any worker takes runs)."""
+    which does it before any worker takes runs). `with_envoy`: this process keeps the routes
+    of the Envoy in the data directory (`flowport serve`, each of its workers)."""
     if prepare:
         await prepare_database(settings)
     db = Database.connect(settings.resolved_database_url)
     metrics = Metrics()
     # Before any outbound HTTP session is made: those made after are instrumented.
     tracer = start_tracing()
-    services, jobs, outbound, llm = await _assemble(settings, db, metrics, tracer)
+    services, jobs, outbound, llm = await _assemble(
+        settings, db, metrics, tracer, with_envoy=with_envoy
+    )
     # Flowport's own services answer an undecodable request with INVALID_ARGUMENT, count
     # their calls and, with traces on, continue the caller's trace.
     handlers = LenientHandlers(metrics, tracer)
@@ -256,7 +265,12 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 async def _assemble(
-    settings: Settings, db: Database, metrics: Metrics, tracer: Tracer | None
+    settings: Settings,
+    db: Database,
+    metrics: Metrics,
+    tracer: Tracer | None,
+    *,
+    with_envoy: bool,
 ) -> tuple[Services, Jobs, Outbound, LlmClient | None]:
     """The service's parts, wired once, this process registered as a replica, and its jobs
     (background runs, webhook deliveries) begun."""
@@ -274,6 +288,9 @@ async def _assemble(
     # Fetched files and http nodes: one client, so their connections are reused.
     outbound = Outbound(FetchPolicy.from_settings(settings))
     notices = Notices()
+    origins = Origins(
+        db, write_routes=functools.partial(write_serve_routes, settings) if with_envoy else None
+    )
 
     def logged(run_ids: list[str]) -> None:
         # Followers on other replicas that watch these runs look at their logs again.
@@ -314,6 +331,7 @@ async def _assemble(
         ),
         idempotency=Idempotency(db),
         webhooks=runs.webhooks,
+        origins=origins,
     )
     replica.on("cancel", runs.execution.cancel_here)
     replica.on("follow", runs.execution.watch)
@@ -322,6 +340,11 @@ async def _assemble(
     replica.on("forget-workflow", runs.catalog.forget)
     replica.every_beat(runs.background.recover)
     replica.every_beat(runs.webhooks.recover)
+    replica.on("cors-changed", origins.changed)
+    replica.every_beat(origins.write_routes)
+    # Before Envoy starts (`serve` starts it once the service serves), so that its first
+    # routes already hold every account's origins.
+    await origins.write_routes()
     await replica.start()
     await jobs.start({RUN_JOB: runs.background.execute, DELIVER: runs.webhooks.deliver})
     return services, jobs, outbound, llm
@@ -350,7 +373,7 @@ async def serve(settings: Settings, *, workers: int = 1, with_envoy: bool = True
     if workers > 1:
         return await _supervise(settings, workers)
     async with _stop_signals() as stop:
-        flowport = await create_server(settings, prepare=False)
+        flowport = await create_server(settings, prepare=False, with_envoy=with_envoy)
         exporter = start_exporter(settings, flowport.metrics.registry)
         _tune_garbage_collector()
         if not with_envoy:
@@ -412,7 +435,8 @@ async def serve_worker(settings: Settings, port: int, ready_fd: int | None = Non
     """One worker of `flowport serve --workers N`: the gRPC service on `port` until SIGTERM,
     then it drains like a single process does. Once it serves, it says so on `ready_fd`."""
     async with _stop_signals() as stop:
-        flowport = await create_server(settings, port=port, prepare=False)
+        # A worker is always behind the supervisor's Envoy (--no-envoy serves one process).
+        flowport = await create_server(settings, port=port, prepare=False, with_envoy=True)
         _tune_garbage_collector()
         if ready_fd is not None:
             os.write(ready_fd, READY)

@@ -9,6 +9,7 @@ import grpc
 from flowport.admission import Admission
 from flowport.auth import Authenticator, Principal, key_from_metadata
 from flowport.catalog import Catalog
+from flowport.cors import ORIGIN_HEADER, Origins
 from flowport.execution import Execution
 from flowport.idempotency import Idempotency
 from flowport.ratelimit import RateLimiter
@@ -34,12 +35,17 @@ class Services:
     run_log: RunLogReader
     idempotency: Idempotency
     webhooks: Deliveries
+    origins: Origins
 
     async def caller(self, context: grpc.aio.ServicerContext) -> Principal:
-        """The authenticated key behind a call, once it is within its rate limit."""
+        """The authenticated key behind a call, once it is within its rate limit and, for a
+        browser's cross-origin call, when its account allows the page's origin."""
         metadata = context.invocation_metadata() or ()
         principal = await self.auth.authenticate(key_from_metadata(metadata))
         await self.limiter.check(principal.key_id)
+        origin = next((v for k, v in metadata if k == ORIGIN_HEADER and isinstance(v, str)), None)
+        if origin:
+            await self.origins.check(principal.account_id, origin)
         return principal
 
     async def admin(self, context: grpc.aio.ServicerContext) -> Principal:
@@ -52,6 +58,12 @@ class Services:
         """The workflow was saved or published: every replica reads it afresh."""
         self.catalog.forget(workflow_id)
         await self.replica.publish("forget-workflow", workflow_id)
+
+    async def cors_changed(self, account_id: str) -> None:
+        """The account's allowed origins changed: every replica checks calls and rewrites its
+        Envoy's routes by the new list."""
+        await self.origins.changed(account_id)
+        await self.replica.publish("cors-changed", account_id)
 
     async def forget_key(self, key_id: str) -> None:
         """The key was revoked: every replica refuses it from the next call on."""

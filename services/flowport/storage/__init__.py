@@ -1,9 +1,11 @@
 """Flowport's storage: tables, migrations and the data functions the service calls."""
 
 from flowport.storage.accounts import (
+    all_allowed_origins,
     get_account,
     get_account_by_name,
     get_or_create_account,
+    set_allowed_origins,
     set_credits,
     spend_credit,
     spend_credit_left,
@@ -109,6 +111,7 @@ __all__ = [
     "Workflow",
     "WorkflowAlias",
     "WorkflowVersion",
+    "all_allowed_origins",
     "append_frame",
     "audit_page",
     "cancel_queued",
@@ -153,6 +156,7 @@ __all__ = [
     "run_and_nodes",
     "run_status",
     "set_alias",
+    "set_allowed_origins",
     "set_credits",
     "signing_secret",
     "spend_credit",

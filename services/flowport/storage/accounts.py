@@ -97,3 +97,30 @@ async def spend_credit_left(session: AsyncSession, *, account_id: str) -> tuple[
     if row is None:
         return False, 0
     return True, row[0]
+
+
+async def set_allowed_origins(
+    session: AsyncSession, *, account_id: str, origins: list[str], actor: str
+) -> Account:
+    """Replaces the account's allowed origins, with its audit event in the same commit."""
+    account = await get_account(session, account_id=account_id)
+    before = list(account.allowed_origins)
+    account.allowed_origins = origins
+    session.add(account)
+    record_event(
+        session,
+        account_id=account.id,
+        actor=actor,
+        action="cors.set",
+        target=account.id,
+        detail={"allowed_origins": origins, "previous": before},
+    )
+    await session.commit()
+    return account
+
+
+async def all_allowed_origins(session: AsyncSession) -> list[str]:
+    """Every account's allowed origins, sorted and once each: what Envoy's CORS policy
+    answers preflights for (a preflight carries no key, so no account)."""
+    result = await session.exec(select(Account.allowed_origins))
+    return sorted({origin for origins in result.all() for origin in origins or ()})

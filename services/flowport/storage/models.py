@@ -60,6 +60,8 @@ class Account(SQLModel, table=True):
     # None means unlimited; each run spends one credit.
     credits: int | None = None
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    # The origins whose web pages may call with the account's keys (CORS).
+    allowed_origins: list[str] = Field(default_factory=list, sa_column=_json(nullable=False))
 
 
 class ApiKey(SQLModel, table=True):

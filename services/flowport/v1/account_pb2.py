@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lowport/v1/account.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetAccountRequest\"u\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x07\x63redits\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_credits2c\n\x08\x41\x63\x63ounts\x12W\n\nGetAccount\x12\x1e.flowport.v1.GetAccountRequest\x1a\x14.flowport.v1.Account\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/accountb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lowport/v1/account.proto\x12\x0b\x66lowport.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n\x0eGetCorsRequest\")\n\x0eSetCorsRequest\x12\x17\n\x0f\x61llowed_origins\x18\x01 \x03(\t\"\x1f\n\x04\x43ors\x12\x17\n\x0f\x61llowed_origins\x18\x01 \x03(\t\"\x13\n\x11GetAccountRequest\"u\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x07\x63redits\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_credits2\x90\x02\n\x08\x41\x63\x63ounts\x12W\n\nGetAccount\x12\x1e.flowport.v1.GetAccountRequest\x1a\x14.flowport.v1.Account\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/account\x12S\n\x07GetCors\x12\x1b.flowport.v1.GetCorsRequest\x1a\x11.flowport.v1.Cors\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/account/cors\x12V\n\x07SetCors\x12\x1b.flowport.v1.SetCorsRequest\x1a\x11.flowport.v1.Cors\"\x1b\x82\xd3\xe4\x93\x02\x15\x1a\x10/v1/account/cors:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCOUNTS'].methods_by_name['GetAccount']._loaded_options = None
   _globals['_ACCOUNTS'].methods_by_name['GetAccount']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/account'
-  _globals['_GETACCOUNTREQUEST']._serialized_start=105
-  _globals['_GETACCOUNTREQUEST']._serialized_end=124
-  _globals['_ACCOUNT']._serialized_start=126
-  _globals['_ACCOUNT']._serialized_end=243
-  _globals['_ACCOUNTS']._serialized_start=245
-  _globals['_ACCOUNTS']._serialized_end=344
+  _globals['_ACCOUNTS'].methods_by_name['GetCors']._loaded_options = None
+  _globals['_ACCOUNTS'].methods_by_name['GetCors']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/account/cors'
+  _globals['_ACCOUNTS'].methods_by_name['SetCors']._loaded_options = None
+  _globals['_ACCOUNTS'].methods_by_name['SetCors']._serialized_options = b'\202\323\344\223\002\025\032\020/v1/account/cors:\001*'
+  _globals['_GETCORSREQUEST']._serialized_start=105
+  _globals['_GETCORSREQUEST']._serialized_end=121
+  _globals['_SETCORSREQUEST']._serialized_start=123
+  _globals['_SETCORSREQUEST']._serialized_end=164
+  _globals['_CORS']._serialized_start=166
+  _globals['_CORS']._serialized_end=197
+  _globals['_GETACCOUNTREQUEST']._serialized_start=199
+  _globals['_GETACCOUNTREQUEST']._serialized_end=218
+  _globals['_ACCOUNT']._serialized_start=220
+  _globals['_ACCOUNT']._serialized_end=337
+  _globals['_ACCOUNTS']._serialized_start=340
+  _globals['_ACCOUNTS']._serialized_end=612
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,16 @@ class AccountsStub:
                 request_serializer=flowport_dot_v1_dot_account__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=flowport_dot_v1_dot_account__pb2.Account.FromString,
                 _registered_method=True)
+        self.GetCors = channel.unary_unary(
+                '/flowport.v1.Accounts/GetCors',
+                request_serializer=flowport_dot_v1_dot_account__pb2.GetCorsRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_account__pb2.Cors.FromString,
+                _registered_method=True)
+        self.SetCors = channel.unary_unary(
+                '/flowport.v1.Accounts/SetCors',
+                request_serializer=flowport_dot_v1_dot_account__pb2.SetCorsRequest.SerializeToString,
+                response_deserializer=flowport_dot_v1_dot_account__pb2.Cors.FromString,
+                _registered_method=True)
 
 
 class AccountsServicer:
@@ -56,6 +66,23 @@ class AccountsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCors(self, request, context):
+        """The origins whose web pages may call with the account's keys (CORS, docs/api.md).
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (no admin scope), RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCors(self, request, context):
+        """Replaces the account's allowed origins; every replica's Envoy follows within seconds.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (no admin scope), INVALID_ARGUMENT (an origin
+        that is not scheme://host[:port]), RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +90,16 @@ def add_AccountsServicer_to_server(servicer, server):
                     servicer.GetAccount,
                     request_deserializer=flowport_dot_v1_dot_account__pb2.GetAccountRequest.FromString,
                     response_serializer=flowport_dot_v1_dot_account__pb2.Account.SerializeToString,
+            ),
+            'GetCors': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCors,
+                    request_deserializer=flowport_dot_v1_dot_account__pb2.GetCorsRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_account__pb2.Cors.SerializeToString,
+            ),
+            'SetCors': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCors,
+                    request_deserializer=flowport_dot_v1_dot_account__pb2.SetCorsRequest.FromString,
+                    response_serializer=flowport_dot_v1_dot_account__pb2.Cors.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +131,60 @@ class Accounts:
             '/flowport.v1.Accounts/GetAccount',
             flowport_dot_v1_dot_account__pb2.GetAccountRequest.SerializeToString,
             flowport_dot_v1_dot_account__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Accounts/GetCors',
+            flowport_dot_v1_dot_account__pb2.GetCorsRequest.SerializeToString,
+            flowport_dot_v1_dot_account__pb2.Cors.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowport.v1.Accounts/SetCors',
+            flowport_dot_v1_dot_account__pb2.SetCorsRequest.SerializeToString,
+            flowport_dot_v1_dot_account__pb2.Cors.FromString,
             options,
             channel_credentials,
             insecure,
