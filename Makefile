@@ -79,7 +79,10 @@ test-services: $(BIN)/flowport
 
 # The console's browser tests drive Debian's Chromium (Playwright's own download is never used).
 test-browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test: $(BIN)/flowport test-services test-browser node_modules/.bin/buf $(SDK_INSTALLS)
 	$(BIN)/pytest -q
