@@ -7,7 +7,6 @@ import base64
 import contextlib
 import hashlib
 import importlib.metadata
-import ipaddress
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from flowport.outbound import is_ip
 from flowport.routes import lua_table, rest_routes
 from flowport.settings import Settings
 
@@ -161,14 +161,6 @@ def parse_upstream(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def render_config(
     settings: Settings,
     *,
@@ -193,7 +185,7 @@ def render_config(
         upstreams=upstreams,
         # Names (a Kubernetes Service, a headless one for every pod) are resolved, and
         # resolved again as pods come and go; addresses are taken as they are.
-        upstream_dns=not all(_is_ip(host) for host, _ in upstreams),
+        upstream_dns=not all(is_ip(host) for host, _ in upstreams),
         descriptor_path=descriptor_path,
         lua_path=lua_path,
         services=TRANSCODED_SERVICES,

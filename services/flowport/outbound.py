@@ -326,12 +326,13 @@ def _parse(url: str) -> URL:
         raise InvalidArgument(f"{_short(url)}: only http and https URLs may be fetched")
     if not host:
         raise InvalidArgument(f"{_short(url)}: the URL has no host")
-    if not _is_ip(host) and not _HOST_NAME.fullmatch(host.lower()):
+    if not is_ip(host) and not _HOST_NAME.fullmatch(host.lower()):
         raise InvalidArgument(f"{_short(url)}: not a valid URL")
     return parsed
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address rather than a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

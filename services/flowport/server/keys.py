@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 import grpc
 
@@ -52,16 +53,7 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
                 actor=caller.key_id,
             )
         )
-        return keys_pb2.CreateApiKeyResponse(
-            id=key.id,
-            name=key.name,
-            key=secret,
-            prefix=key.prefix,
-            scopes=key.scopes,
-            created_at=timestamp(key.created_at),
-            expires_at=timestamp(key.expires_at),
-            workflows=key.workflows or [],
-        )
+        return keys_pb2.CreateApiKeyResponse(**_with_secret(key, secret))
 
     @translate_errors
     async def ListApiKeys(
@@ -104,16 +96,22 @@ class ApiKeysServicer(keys_pb2_grpc.ApiKeysServicer):
         # Every replica looks the old secret up again: it ends with its grace, or now.
         await self._services.forget_key(key.id)
         return keys_pb2.RotateApiKeyResponse(
-            id=key.id,
-            name=key.name,
-            key=secret,
-            prefix=key.prefix,
-            scopes=key.scopes,
-            created_at=timestamp(key.created_at),
-            expires_at=timestamp(key.expires_at),
-            workflows=key.workflows or [],
-            previous_key_expires_at=timestamp(key.previous_until),
+            **_with_secret(key, secret), previous_key_expires_at=timestamp(key.previous_until)
         )
+
+
+def _with_secret(key: ApiKey, secret: str) -> dict[str, Any]:
+    """The fields of the answer that shows a key's secret, once: on create and on rotate."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "key": secret,
+        "prefix": key.prefix,
+        "scopes": key.scopes,
+        "created_at": timestamp(key.created_at),
+        "expires_at": timestamp(key.expires_at),
+        "workflows": key.workflows or [],
+    }
 
 
 def _listed(key: ApiKey) -> keys_pb2.ApiKey:
