@@ -8,18 +8,15 @@ walked here without a line changed."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 import re
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from google.api import annotations_pb2
 
-import flowport.v1
 from flowport.demo import BMI
+from tests.http_bindings import http_bindings
 from tests.integration.client import Api, sse_frames
 
 VARIABLE = re.compile(r"\{([\w.]+)(?:=[^}]*)?\}")
@@ -52,26 +49,15 @@ class Binding:
 
 
 def bindings() -> list[Binding]:
-    found = []
-    for module_info in pkgutil.iter_modules(flowport.v1.__path__):
-        if not module_info.name.endswith("_pb2"):
-            continue
-        module = importlib.import_module(f"flowport.v1.{module_info.name}")
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                options = method.GetOptions()
-                if not options.HasExtension(annotations_pb2.http):
-                    continue
-                rule = options.Extensions[annotations_pb2.http]
-                for binding in (rule, *rule.additional_bindings):
-                    verb = binding.WhichOneof("pattern")
-                    if verb == "custom":
-                        verb, template = binding.custom.kind, binding.custom.path
-                    else:
-                        template = getattr(binding, verb)
-                    fields = tuple((f.name, f.json_name) for f in method.input_type.fields)
-                    found.append(Binding(verb.upper(), template, binding.body, fields))
-    return found
+    return [
+        Binding(
+            found.verb,
+            found.template,
+            found.body,
+            tuple((f.name, f.json_name) for f in found.method.input_type.fields),
+        )
+        for found in http_bindings()
+    ]
 
 
 ROUTES = bindings()

@@ -3,19 +3,16 @@ protos bind, so a route added to a proto without documenting it fails here."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from google.api import annotations_pb2
 from openapi_spec_validator import validate
 
-import flowport.v1
 from flowport import statuses
+from tests.http_bindings import http_bindings
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "openapi" / "flowport.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -36,25 +33,10 @@ def normalise(path: str) -> str:
 def proto_routes() -> dict[Route, str]:
     """(HTTP method, path) -> RPC name, for every google.api.http binding of flowport.v1."""
     routes: dict[Route, str] = {}
-    for module_info in pkgutil.iter_modules(flowport.v1.__path__):
-        if not module_info.name.endswith("_pb2"):
-            continue
-        module = importlib.import_module(f"flowport.v1.{module_info.name}")
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                options = method.GetOptions()
-                if not options.HasExtension(annotations_pb2.http):
-                    continue
-                rule = options.Extensions[annotations_pb2.http]
-                for binding in (rule, *rule.additional_bindings):
-                    verb = binding.WhichOneof("pattern")
-                    if verb == "custom":
-                        verb, path = binding.custom.kind, binding.custom.path
-                    else:
-                        path = getattr(binding, verb)
-                    route = (verb.upper(), normalise(path))
-                    assert route not in routes, f"{route} is bound twice"
-                    routes[route] = method.name
+    for binding in http_bindings():
+        route = (binding.verb, normalise(binding.template))
+        assert route not in routes, f"{route} is bound twice"
+        routes[route] = binding.method.name
     return routes
 
 
