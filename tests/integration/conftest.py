@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.fakes.fake_http import FakeHttp
 from tests.fakes.fake_llm import FakeLlm
@@ -19,6 +22,18 @@ FETCH_MAX_BYTES = 100_000
 # How long the session stack's streams go on after their client left, nobody following.
 RESUME_S = 1.0
 WEBHOOK_BACKOFF_S = 0.2
+
+
+@pytest.fixture
+def database(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of its own on the tests' server, dropped afterwards: what
+    replicas of one test share."""
+    name = f"flowport_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,12 @@ told."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy import make_url
 from standardwebhooks.webhooks import Webhook
 
 from flowport.demo import BMI, CHAT
@@ -126,16 +123,11 @@ def test_runs_accepted_before_a_crash_run_once_after_it_and_the_queue_is_bounded
 
 
 @pytest.fixture
-def postgres_database(postgres_url: str) -> Iterator[str]:
-    name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    transitions.install(url)
-    yield url
-    assert transitions.backwards(url) == []
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres_database(database: str) -> Iterator[str]:
+    """conftest's database, migrated, recording every status change of its runs."""
+    transitions.install(database)
+    yield database
+    assert transitions.backwards(database) == []
 
 
 @pytest.mark.postgres

@@ -6,15 +6,11 @@ Envoy follows a change made on any of them."""
 from __future__ import annotations
 
 import struct
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import yaml
-from sqlalchemy import make_url
 
 from flowport.demo import BMI
 from flowport.ids import random_token
@@ -227,16 +223,6 @@ def test_envoy_config_writes_the_origins_of_the_moment(
     assert "could not read the accounts' allowed origins" in unreachable.stderr
     routes = yaml.safe_load((tmp_path / "elsewhere" / "routes.yaml").read_text())
     assert "typed_per_filter_config" not in routes["resources"][0]["virtual_hosts"][0]
-
-
-@pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
-    name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres

@@ -6,14 +6,11 @@ holds, and the audit log is the same."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from flowport.demo import BMI
 from tests.integration.client import Api
@@ -23,16 +20,6 @@ from tests.integration.test_keys_for_teams import UNAUTHENTICATED, attempt
 pytestmark = pytest.mark.postgres
 
 SURFACES = ("flowai", "linkai", "grpc-direct", "grpc-envoy")
-
-
-@pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
-    name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

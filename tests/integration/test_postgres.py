@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from flowport.demo import BMI
 from tests.fakes.fake_llm import FakeLlm
@@ -16,17 +12,6 @@ from tests.integration.client import Api
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
-    """A database of its own, dropped afterwards."""
-    name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield str(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_stack_on_postgres_survives_a_restart(

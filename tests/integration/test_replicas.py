@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from flowport.demo import CHAT
 from tests.fakes.fake_llm import FakeLlm
@@ -32,17 +29,11 @@ Frame = tuple[str, str]  # (event, data)
 
 
 @pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
-    """A database of its own, migrated, recording every status change of its runs."""
-    name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    transitions.install(url)
-    yield url
-    assert transitions.backwards(url) == []
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def database(database: str) -> Iterator[str]:
+    """conftest's database, migrated, recording every status change of its runs."""
+    transitions.install(database)
+    yield database
+    assert transitions.backwards(database) == []
 
 
 def _replica(tmp_path: Path, name: str, database: str, redis_url: str, fake: FakeLlm) -> Stack:

@@ -12,10 +12,8 @@ from typing import Any
 
 import grpc
 import httpx
-import psycopg
 import pytest
 from google.protobuf import json_format, struct_pb2
-from sqlalchemy import make_url
 
 from flowport.convert import struct
 from flowport.demo import BMI
@@ -185,16 +183,6 @@ def test_other_accounts_learn_nothing_of_versions(
 
 
 # -- two replicas on one PostgreSQL database ---------------------------------------------------
-
-
-@pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
-    name = f"flowport_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
