@@ -183,20 +183,17 @@ class Admission:
                 await asyncio.shield(row_written)
         if mode == "async":
             await queue_run(self._jobs, run_id)
-        return PreparedRun(
+        return prepared_run(
+            workflow,
+            self._catalog,
             run_id=run_id,
             account_id=principal.account_id,
             session_id=session_id,
-            workflow_id=workflow.workflow_id,
-            version=workflow.version,
-            workflow=workflow.compiled,
             inputs=inputs,
-            load_workflow=self._catalog.loader(workflow.account_id),
             history=history,
-            turn_text=turn_text(specs, inputs) if workflow.uses_memory else None,
-            row_written=row_written,
             mode=mode,
             webhook_url=webhook_url,
+            row_written=row_written,
         )
 
     async def runnable(self, principal: Principal, workflow_id: str, version: Pin) -> Published:
@@ -271,6 +268,41 @@ async def history_of(
         history.append(ChatMessage(role="user", content=turn.user))
         history.append(ChatMessage(role="assistant", content=turn.assistant))
     return history
+
+
+def prepared_run(
+    workflow: Published,
+    catalog: Catalog,
+    *,
+    run_id: str,
+    account_id: str,
+    session_id: str,
+    inputs: dict[str, Any],
+    history: Sequence[ChatMessage],
+    mode: Mode,
+    webhook_url: str | None,
+    row_written: asyncio.Future[bool] | None = None,
+) -> PreparedRun:
+    """The run of `workflow`: what follows from the workflow (its version, compiled form,
+    loader of sub-workflows, the session turn it adds) derived in this one place, for runs
+    admitted now and for queued runs a replica takes up later."""
+    return PreparedRun(
+        run_id=run_id,
+        account_id=account_id,
+        session_id=session_id,
+        workflow_id=workflow.workflow_id,
+        version=workflow.version,
+        workflow=workflow.compiled,
+        inputs=inputs,
+        load_workflow=catalog.loader(workflow.account_id),
+        history=history,
+        turn_text=turn_text(workflow.compiled.in_node.inputs, inputs)
+        if workflow.uses_memory
+        else None,
+        row_written=row_written,
+        mode=mode,
+        webhook_url=webhook_url,
+    )
 
 
 def turn_text(specs: Sequence[InputSpec], inputs: Mapping[str, Any]) -> str:

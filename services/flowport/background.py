@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from flowport import url_inputs
-from flowport.admission import PreparedRun, history_of, queue_run, turn_text
+from flowport.admission import PreparedRun, history_of, prepared_run, queue_run
 from flowport.catalog import Catalog
 from flowport.errors import FlowportError
 from flowport.execution import Execution
@@ -86,17 +86,14 @@ class BackgroundRuns:
             history = await history_of(
                 self._db, record.account_id, record.session_id, self._session_ttl_s
             )
-        return PreparedRun(
+        return prepared_run(
+            workflow,
+            self._catalog,
             run_id=record.id,
             account_id=record.account_id,
             session_id=record.session_id or "",
-            workflow_id=workflow.workflow_id,
-            version=workflow.version,
-            workflow=workflow.compiled,
             inputs=inputs,
-            load_workflow=self._catalog.loader(workflow.account_id),
             history=history,
-            turn_text=turn_text(specs, inputs) if workflow.uses_memory else None,
             mode="async",
             webhook_url=record.webhook_url,
         )
