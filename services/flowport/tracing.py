@@ -86,19 +86,31 @@ def stop_tracing(tracer: Tracer | None) -> None:
     provider.shutdown()
 
 
-def traced_unary(behavior: Any, tracer: Tracer, method: str) -> Any:
-    """A unary handler in a server span that continues the caller's trace."""
+def _server_span(tracer: Tracer, method: str) -> Any:
+    """For one gRPC method: `span(context)`, the call's server span, a child of the trace
+    the caller's metadata carries (traceparent), if any."""
     from opentelemetry.propagate import extract
     from opentelemetry.trace import SpanKind
 
-    service, name = method.lstrip("/").rsplit("/", 1)
+    full_name = method.lstrip("/")
+    service, name = full_name.rsplit("/", 1)
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
-    async def handle(request: Any, context: Any) -> Any:
+    def span(context: Any) -> Any:
         parent = extract(dict(context.invocation_metadata() or ()))
-        with tracer.start_as_current_span(
-            method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
-        ):
+        return tracer.start_as_current_span(
+            full_name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+
+    return span
+
+
+def traced_unary(behavior: Any, tracer: Tracer, method: str) -> Any:
+    """A unary handler in a server span that continues the caller's trace."""
+    span = _server_span(tracer, method)
+
+    async def handle(request: Any, context: Any) -> Any:
+        with span(context):
             return await behavior(request, context)
 
     return handle
@@ -106,17 +118,10 @@ def traced_unary(behavior: Any, tracer: Tracer, method: str) -> Any:
 
 def traced_streaming(behavior: Any, tracer: Tracer, method: str) -> Any:
     """A response-streaming handler in a server span that continues the caller's trace."""
-    from opentelemetry.propagate import extract
-    from opentelemetry.trace import SpanKind
-
-    service, name = method.lstrip("/").rsplit("/", 1)
-    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+    span = _server_span(tracer, method)
 
     async def handle(request: Any, context: Any) -> Any:
-        parent = extract(dict(context.invocation_metadata() or ()))
-        with tracer.start_as_current_span(
-            method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
-        ):
+        with span(context):
             async for message in behavior(request, context):
                 yield message
 
