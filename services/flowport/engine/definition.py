@@ -13,7 +13,7 @@ from pydantic_core import ErrorDetails
 
 from flowport.engine import templating
 from flowport.engine.inputs import coerce_value
-from flowport.engine.nodes import EXECUTORS
+from flowport.engine.nodes import EXECUTORS, IMMEDIATE
 from flowport.engine.nodes.base import Model
 from flowport.engine.nodes.condition_node import Branch, ConditionNode
 from flowport.engine.nodes.http_node import HttpNode
@@ -113,6 +113,9 @@ class CompiledWorkflow:
     templates: Mapping[str, Mapping[str, jinja2.Template]]
     # node id -> expression field ("branches[0].when") -> compiled expression
     expressions: Mapping[str, Mapping[str, jinja2.environment.TemplateExpression]]
+    # Every node is of a kind that does no I/O: a run may go through `order` in one
+    # synchronous pass.
+    immediate: bool = False
 
     def countdown(self) -> dict[str, int]:
         """For one run: per node, how many predecessors are yet to finish or be skipped
@@ -168,6 +171,7 @@ def compile_workflow(definition: WorkflowDefinition) -> CompiledWorkflow:
         ancestors=ancestors,
         templates=templates,
         expressions=expressions,
+        immediate=all(node.type in IMMEDIATE for node in nodes.values()),
     )
 
 

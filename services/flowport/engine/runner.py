@@ -23,7 +23,7 @@ from flowport.engine.events import (
     Token,
 )
 from flowport.engine.llm import ChatMessage, LlmClient, TokenUsage, add_usage
-from flowport.engine.nodes import ELSE, EXECUTORS, NodeContext, WorkflowLoader
+from flowport.engine.nodes import ELSE, EXECUTORS, IMMEDIATE, NodeContext, WorkflowLoader
 from flowport.engine.nodes.base import restated
 from flowport.engine.nodes.workflow_node import TooDeep
 from flowport.errors import DeadlineExceeded, FlowportError
@@ -85,8 +85,13 @@ async def execute(
         tracer=tracer,
     )
     if not live:
-        await run.drive()
-        yield _joined_tokens(run.events.take())
+        if workflow.immediate and tracer is None:
+            # No I/O anywhere: no tokens to join either.
+            run.drive_now()
+            yield run.events.take()
+        else:
+            await run.drive()
+            yield _joined_tokens(run.events.take())
         return
     driver = asyncio.create_task(run.drive(), name=f"run {run_id}")
     try:
@@ -256,8 +261,66 @@ class _Run:
     async def _run_node(self, node_id: str, finished: asyncio.Queue[str] | None = None) -> None:
         """Runs one node to its NodeFinished; then, run as a task, reports to `finished`."""
         node = self.workflow.nodes[node_id]
+        ctx = self._context(node_id)
+        self.events.put(NodeStarted(node_id, node.name, node.type))
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            output = await EXECUTORS[node.type](node, ctx)
+        except asyncio.CancelledError:
+            self._finished(node_id, ctx, started_at, started, "cancelled", None, None)
+            raise
+        except Exception as exc:
+            self._failed(node_id, ctx, started_at, started, exc)
+        else:
+            self._keep(node_id, output)
+            self._finished(node_id, ctx, started_at, started, "succeeded", output, None)
+        if finished is not None:
+            finished.put_nowait(node_id)
+
+    def drive_now(self) -> None:
+        """`drive` in one synchronous pass, for a workflow of immediate nodes only: nothing
+        in it awaits, so it needs no task per node, no queue and no timeout (none could fire
+        before it returns). Nodes come in the workflow's topological order: siblings on
+        branches may finish in another order than tasks would give them."""
+        started = time.perf_counter()
+        self.events.put(
+            RunStarted(self.run_id, self.workflow.in_node.id, self.inputs, self.session_id)
+        )
+        try:
+            for node_id in self.workflow.order:
+                if self._reached(node_id):
+                    self._run_now(node_id)
+                else:
+                    self._skip(node_id)
+        except _NodeFailed as failed:
+            error = failed.error
+            self.events.put(
+                RunFailed(self.run_id, error.node_id, error, _since(started), self.usage)
+            )
+        else:
+            self.events.put(
+                RunSucceeded(self.run_id, self.final_output, _since(started), self.usage)
+            )
+
+    def _run_now(self, node_id: str) -> None:
+        """One immediate node, to its NodeFinished."""
+        node = self.workflow.nodes[node_id]
+        ctx = self._context(node_id)
+        self.events.put(NodeStarted(node_id, node.name, node.type))
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            output = IMMEDIATE[node.type](node, ctx)
+        except Exception as exc:
+            self._failed(node_id, ctx, started_at, started, exc)
+        else:
+            self._keep(node_id, output)
+            self._finished(node_id, ctx, started_at, started, "succeeded", output, None)
+
+    def _context(self, node_id: str) -> NodeContext:
         ancestors = self.workflow.ancestors[node_id]
-        ctx = NodeContext(
+        return NodeContext(
             node_id=node_id,
             inputs=self.inputs,
             outputs={a: self.outputs[a] for a in ancestors if a in self.outputs},
@@ -275,45 +338,47 @@ class _Run:
             load_workflow=self.load_workflow,
             run_workflow=self._child_run,
         )
-        self.events.put(NodeStarted(node_id, node.name, node.type))
-        started_at = datetime.now(UTC)
-        started = time.perf_counter()
 
-        def finish(status: NodeStatus, output: dict[str, Any] | None, error: str | None) -> None:
-            self.events.put(
-                NodeFinished(
-                    node_id=node_id,
-                    name=node.name,
-                    type=node.type,
-                    status=status,
-                    started_at=started_at,
-                    time_spend=_since(started),
-                    inputs=ctx.node_inputs,
-                    output=output,
-                    error=error,
-                )
+    def _failed(
+        self, node_id: str, ctx: NodeContext, started_at: datetime, started: float, exc: Exception
+    ) -> None:
+        """A node raised: it fails the run (_NodeFailed), or with `on_error: continue`
+        finishes as failed with its default output, and the run goes on."""
+        node = self.workflow.nodes[node_id]
+        error = _node_error(node_id, exc)
+        if node.on_error != "continue":
+            self._finished(node_id, ctx, started_at, started, "failed", None, error.message)
+            raise _NodeFailed(error) from exc
+        output = {"output": node.default_output, "error": error.message}
+        if node.branch_names():
+            output["branch"] = ELSE
+        self._keep(node_id, output)
+        self._finished(node_id, ctx, started_at, started, "failed", output, error.message)
+
+    def _finished(
+        self,
+        node_id: str,
+        ctx: NodeContext,
+        started_at: datetime,
+        started: float,
+        status: NodeStatus,
+        output: dict[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        node = self.workflow.nodes[node_id]
+        self.events.put(
+            NodeFinished(
+                node_id=node_id,
+                name=node.name,
+                type=node.type,
+                status=status,
+                started_at=started_at,
+                time_spend=_since(started),
+                inputs=ctx.node_inputs,
+                output=output,
+                error=error,
             )
-
-        try:
-            output = await EXECUTORS[node.type](node, ctx)
-        except asyncio.CancelledError:
-            finish("cancelled", None, None)
-            raise
-        except Exception as exc:
-            error = _node_error(node_id, exc)
-            if node.on_error != "continue":
-                finish("failed", None, error.message)
-                raise _NodeFailed(error) from exc
-            output = {"output": node.default_output, "error": error.message}
-            if node.branch_names():
-                output["branch"] = ELSE
-            self._keep(node_id, output)
-            finish("failed", output, error.message)
-        else:
-            self._keep(node_id, output)
-            finish("succeeded", output, None)
-        if finished is not None:
-            finished.put_nowait(node_id)
+        )
 
     def _keep(self, node_id: str, output: dict[str, Any]) -> None:
         node = self.workflow.nodes[node_id]

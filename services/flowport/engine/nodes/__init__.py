@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowport.engine.nodes import (
     condition_node,
     http_node,
@@ -15,6 +17,7 @@ from flowport.engine.nodes import (
 from flowport.engine.nodes.base import (
     ELSE,
     ChildRunner,
+    ImmediateExecutor,
     NodeConfig,
     NodeContext,
     NodeExecutor,
@@ -22,12 +25,26 @@ from flowport.engine.nodes.base import (
     WorkflowLoader,
 )
 
-EXECUTORS: dict[str, NodeExecutor] = {
+# Kinds that do no I/O: their executors return the output at once. A run of these alone
+# executes in one synchronous pass (runner.py), with no task, queue or timeout per node.
+IMMEDIATE: dict[str, ImmediateExecutor] = {
     "in": in_node.run,
     "template": template_node.run,
-    "llm": llm_node.run,
     "out": out_node.run,
     "condition": condition_node.run,
+}
+
+
+def _awaitable(run: ImmediateExecutor) -> NodeExecutor:
+    async def executor(node: Any, ctx: NodeContext) -> NodeOutput:
+        return run(node, ctx)
+
+    return executor
+
+
+EXECUTORS: dict[str, NodeExecutor] = {
+    **{kind: _awaitable(run) for kind, run in IMMEDIATE.items()},
+    "llm": llm_node.run,
     "intent": intent_node.run,
     "http": http_node.run,
     "workflow": workflow_node.run,
@@ -36,7 +53,9 @@ EXECUTORS: dict[str, NodeExecutor] = {
 __all__ = [
     "ELSE",
     "EXECUTORS",
+    "IMMEDIATE",
     "ChildRunner",
+    "ImmediateExecutor",
     "NodeConfig",
     "NodeContext",
     "NodeExecutor",

@@ -26,6 +26,8 @@ ELSE = "else"
 # An executor returns the node's output fields: always "output", plus what its kind adds.
 NodeOutput = dict[str, Any]
 NodeExecutor = Callable[[Any, "NodeContext"], Awaitable[NodeOutput]]
+# The executor of a kind that does no I/O: the output, at once.
+ImmediateExecutor = Callable[[Any, "NodeContext"], NodeOutput]
 # Finds the newest published version of a workflow by id, for workflow nodes; NotFound
 # when the caller may not run it.
 WorkflowLoader = Callable[[str], Awaitable["CompiledWorkflow"]]

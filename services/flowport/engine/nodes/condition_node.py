@@ -40,7 +40,7 @@ class ConditionNode(NodeConfig):
         return (*(branch.name for branch in self.branches), ELSE)
 
 
-async def run(node: ConditionNode, ctx: NodeContext) -> NodeOutput:
+def run(node: ConditionNode, ctx: NodeContext) -> NodeOutput:
     chosen = ELSE
     # In order, and lazily: a later branch's expression may rely on an earlier one having
     # been false (`age >= 18`, then `age >= 13`).

@@ -29,7 +29,7 @@ class InNode(NodeConfig):
     inputs: list[InputSpec] = Field(default_factory=list)
 
 
-async def run(node: InNode, ctx: NodeContext) -> NodeOutput:
+def run(node: InNode, ctx: NodeContext) -> NodeOutput:
     inputs = dict(ctx.inputs)
     ctx.node_inputs = inputs
     # Every input is a field (`start.height`), and `output` is all of them together.

@@ -17,5 +17,5 @@ class OutNode(NodeConfig):
         return {"output": self.output}
 
 
-async def run(node: OutNode, ctx: NodeContext) -> NodeOutput:
+def run(node: OutNode, ctx: NodeContext) -> NodeOutput:
     return {"output": ctx.render("output")}

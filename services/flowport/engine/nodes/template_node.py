@@ -17,5 +17,5 @@ class TemplateNode(NodeConfig):
         return {"template": self.template}
 
 
-async def run(node: TemplateNode, ctx: NodeContext) -> NodeOutput:
+def run(node: TemplateNode, ctx: NodeContext) -> NodeOutput:
     return {"output": ctx.render("template")}
