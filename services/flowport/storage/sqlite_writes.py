@@ -110,11 +110,11 @@ class SqliteWrites:
         nothing written. `on_loop`: it may run on the event loop (see the class)."""
         sql = self._statements
         batch = _Batch(
-            runs=sql.insert_run.bind(starts) if starts else None,
-            ends=sql.finish_run.bind(ends) if ends else None,
-            nodes=sql.insert_node.bind(nodes) if nodes else None,
-            turns=sql.insert_turn.bind(turns) if turns else None,
-            log=sql.insert_log.bind(log) if log else None,
+            runs=(sql.insert_run, starts),
+            ends=(sql.finish_run, ends),
+            nodes=(sql.insert_node, nodes),
+            turns=(sql.insert_turn, turns),
+            log=(sql.insert_log, log),
             first_end=ends[0]["b_id"] if ends else "",
             alone=alone,
         )
@@ -319,36 +319,45 @@ class _TurnRow(NamedTuple):
     created_at: datetime
 
 
+_Rows = tuple["_Statement", list[dict[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """A batch's statements with their rows, run as one transaction."""
+    """A batch's statements with their rows, run as one transaction. The rows are bound
+    (JSON text, times as text) where the transaction runs: on the writer's thread, that
+    work leaves the event loop."""
 
-    runs: tuple[str, list[tuple[Any, ...]]] | None
-    ends: tuple[str, list[tuple[Any, ...]]] | None
-    nodes: tuple[str, list[tuple[Any, ...]]] | None
-    turns: tuple[str, list[tuple[Any, ...]]] | None
-    log: tuple[str, list[tuple[Any, ...]]] | None
+    runs: _Rows
+    ends: _Rows
+    nodes: _Rows
+    turns: _Rows
+    log: _Rows
     first_end: str  # the run of the batch's only end, when it is alone
     alone: bool
 
     def commit(self, conn: sqlite3.Connection) -> bool:
         with _transaction(conn):
-            if self.runs:
-                conn.executemany(*self.runs)
-            if self.ends and conn.executemany(*self.ends).rowcount != len(self.ends[1]):
+            _execute(conn, self.runs)
+            ends = len(self.ends[1])
+            if ends and _execute(conn, self.ends) != ends:
                 # An end whose run had already ended: nothing of the batch is written.
                 if not self.alone:
                     raise Lost
                 if conn.execute(_RUN_EXISTS, (self.first_end,)).fetchone() is None:
                     raise NotFound(f"run {self.first_end} not found")
                 raise _Ended
-            if self.nodes:
-                conn.executemany(*self.nodes)
-            if self.turns:
-                conn.executemany(*self.turns)
-            if self.log:
-                conn.executemany(*self.log)
+            for rows in (self.nodes, self.turns, self.log):
+                _execute(conn, rows)
         return True
+
+
+def _execute(conn: sqlite3.Connection, rows: _Rows) -> int:
+    """The statement for each of the rows; how many rows it changed."""
+    statement, values = rows
+    if not values:
+        return 0
+    return conn.executemany(*statement.bind(values)).rowcount
 
 
 @contextlib.contextmanager
