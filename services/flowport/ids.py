@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import string
+import threading
 
 _ALPHABET = string.ascii_letters + string.digits
 # Random bytes below 248 (4 x 62) map onto the alphabet evenly by their value modulo 62; the
@@ -13,16 +14,40 @@ _TO_ALPHABET = bytes(ord(_ALPHABET[byte % len(_ALPHABET)]) for byte in range(_EV
 _UNEVEN = bytes(range(_EVEN, 256))
 
 
+# The operating system's random bytes are drawn this many at a time: one system call per
+# run for its two ids cost more than the rest of its admission's checks.
+_DRAW = 4096
+
+
+class _Pool:
+    """Characters of the alphabet from the operating system's CSPRNG (os.urandom, as
+    `secrets` uses), drawn in blocks and handed out once each. Whole blocks go through C
+    (translate) rather than a Python step per character."""
+
+    def __init__(self) -> None:
+        self._chars = ""
+        self._lock = threading.Lock()
+
+    def take(self, length: int) -> str:
+        with self._lock:
+            while len(self._chars) < length:
+                self._chars += os.urandom(_DRAW).translate(_TO_ALPHABET, _UNEVEN).decode("ascii")
+            taken, self._chars = self._chars[:length], self._chars[length:]
+            return taken
+
+    def forget(self) -> None:
+        """A forked child must not hand out the characters its parent will."""
+        self._chars = ""
+        self._lock = threading.Lock()
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.forget)
+
+
 def random_token(length: int) -> str:
     """A random string of letters and digits; `length` 32 carries about 190 bits."""
-    # Whole byte strings through C (translate) rather than a Python step per character: the
-    # per-character loop cost more per run than a template node. A few spare bytes cover
-    # the dropped ones (1 in 32); more are drawn in the rare case they do not.
-    chars = b""
-    while len(chars) < length:
-        drawn = secrets.token_bytes(length + 8)
-        chars += drawn.translate(_TO_ALPHABET, _UNEVEN)
-    return chars[:length].decode("ascii")
+    return _pool.take(length)
 
 
 def new_id(prefix: str, length: int = 16) -> str:
