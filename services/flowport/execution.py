@@ -32,6 +32,7 @@ from flowport.engine import (
     RunSucceeded,
     Token,
     execute,
+    run_now,
 )
 from flowport.errors import Cancelled, ContentBlocked, FlowportError, NotFound
 from flowport.metrics import Metrics
@@ -151,8 +152,36 @@ class Execution:
     async def run_to_end(self, run: PreparedRun) -> RunSucceeded:
         """In the caller's task, the same batches a stream gets; a failed run raises its
         error."""
+        if run.blocking and run.workflow.immediate and self._tracer is None:
+            return await self._run_now(run)
         async with aclosing(self.batches(run)) as batches:
             return await _outcome(batches)
+
+    async def _run_now(self, run: PreparedRun) -> RunSucceeded:
+        """A blocking run of immediate nodes: executed in one synchronous pass, then
+        recorded. Nothing can stop it midway: a cancel call or a client leaving meets a run
+        whose outcome is being written (as `batches` does once the outcome is known)."""
+        self._metrics.run_started(run.workflow_id, run.mode)
+        try:
+            events = run_now(
+                run.workflow,
+                run_id=run.run_id,
+                inputs=run.inputs,
+                session_id=run.session_id,
+                outbound=self._outbound,
+            )
+            outcome = events[-1]
+            assert isinstance(outcome, RunSucceeded | RunFailed)
+            blocked = self._blocked(outcome, {})
+            if blocked is not None:
+                outcome = RunFailed(run.run_id, blocked.node_id, blocked, outcome.total_time)
+            nodes = [_node_record(event) for event in events if isinstance(event, NodeFinished)]
+            told = await self._recorded(run, outcome, nodes, None)
+        finally:
+            self._metrics.run_left()
+        if isinstance(told, RunFailed):
+            raise told.error
+        return told
 
     async def run_detached(self, run: PreparedRun) -> RunSucceeded:
         """`run_to_end`, but in a task of its own that goes on to the end if the caller
@@ -381,8 +410,22 @@ class Execution:
         frames: _Frames,
     ) -> Batch:
         """Writes the run's end with its nodes, turn and last frames; returns the batch to
-        send. If the run had already ended (a replica took this one for dead), the client
-        is told the end on record instead."""
+        send: `batch`, or the end on record if the run had already ended."""
+        told = await self._recorded(run, outcome, nodes, frames.entry())
+        if told is outcome:
+            return batch
+        return Batch([told], [flowai.render_event(told) or b""], batch.first_seq)
+
+    async def _recorded(
+        self,
+        run: PreparedRun,
+        outcome: RunSucceeded | RunFailed,
+        nodes: list[NodeRunRecord],
+        entry: LogEntry | None,
+    ) -> RunSucceeded | RunFailed:
+        """Writes the run's end with its nodes, turn and last log entry; returns the end to
+        tell the client: `outcome`, or if the run had already ended (a replica took this one
+        for dead, a cancel came first), the end on record."""
         if isinstance(outcome, RunSucceeded):
             status, output, error, error_node = "succeeded", outcome.output, None, None
             error_code = None
@@ -394,7 +437,6 @@ class Execution:
         turn = None
         if isinstance(outcome, RunSucceeded) and run.turn_text is not None:
             turn = (run.account_id, run.session_id, run.turn_text, outcome.output)
-        entry = frames.entry()
         try:
             ended = await self._recorder.finish(
                 run_id=run.run_id,
@@ -420,17 +462,16 @@ class Execution:
         if ended:
             if run.webhook_url is not None and self._webhooks is not None:
                 await self._webhooks.schedule(run.run_id)
-            return batch
+            return outcome
         record, _ = await self._db.run(
             lambda s: get_run(s, account_id=run.account_id, run_id=run.run_id)
         )
-        lost = RunFailed(
+        return RunFailed(
             run_id=run.run_id,
             node_id=record.error_node,
             error=FlowportError(f"the run had already ended: {record.error or record.status}"),
             total_time=outcome.total_time,
         )
-        return Batch([lost], [flowai.render_event(lost) or b""], batch.first_seq)
 
 
 class _Frames:

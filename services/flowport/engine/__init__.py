@@ -19,7 +19,7 @@ from flowport.engine.events import (
 from flowport.engine.inputs import validate_inputs
 from flowport.engine.llm import LlmClient, OpenAiChat, TokenUsage, create_llm_client
 from flowport.engine.nodes import WorkflowLoader
-from flowport.engine.runner import execute
+from flowport.engine.runner import execute, run_now
 
 __all__ = [
     "CompiledWorkflow",
@@ -40,5 +40,6 @@ __all__ = [
     "create_llm_client",
     "execute",
     "parse_definition",
+    "run_now",
     "validate_inputs",
 ]

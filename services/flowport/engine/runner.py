@@ -108,6 +108,33 @@ async def execute(
             await asyncio.wait({driver})
 
 
+def run_now(
+    workflow: CompiledWorkflow,
+    *,
+    run_id: str,
+    inputs: dict[str, Any],
+    session_id: str | None,
+    outbound: Outbound,
+) -> list[RunEvent]:
+    """A workflow of immediate nodes only (`workflow.immediate`) run to its end in the
+    caller, synchronously: the events `execute` would give, the outcome last."""
+    run = _Run(
+        workflow,
+        run_id=run_id,
+        inputs=inputs,
+        session_id=session_id,
+        llm=None,
+        default_model="",
+        history=(),
+        load_workflow=None,
+        outbound=outbound,
+        max_depth=0,
+        depth=0,
+    )
+    run.drive_now()
+    return run.events.take()
+
+
 class _NodeFailed(Exception):
     def __init__(self, error: FlowportError) -> None:
         super().__init__(error.message)
