@@ -65,6 +65,8 @@ class PreparedRun:
     turn_text: str | None = None
     # The commit of the run's row, when it went through the recorder's batches.
     row_written: asyncio.Future[bool] | None = None
+    # The run's row, when it is written only with the run's end.
+    unwritten: NewRun | None = None
     mode: Mode = "blocking"
     # Where its end is POSTed, when anywhere.
     webhook_url: str | None = None
@@ -164,13 +166,17 @@ class Admission:
             webhook_url=webhook_url,
         )
         history: list[ChatMessage] = []
-        row_written = None
+        row_written = unwritten = None
         spend = await self._must_spend(principal.account_id)
         if spend or memory_session:
             turns = await self._begin(new_run, spend=spend, memory=memory_session is not None)
             for user, assistant in turns:
                 history.append(ChatMessage(role="user", content=user))
                 history.append(ChatMessage(role="assistant", content=assistant))
+        elif mode == "blocking" and workflow.compiled.immediate:
+            # Its nodes do no I/O: it runs in one pass, never to be seen running, and its
+            # row is written once, finished, with its end.
+            unwritten = new_run
         else:
             # Nothing to spend or read: the row alone, through the recorder's batches.
             row_written = self._recorder.start(
@@ -194,6 +200,7 @@ class Admission:
             mode=mode,
             webhook_url=webhook_url,
             row_written=row_written,
+            unwritten=unwritten,
         )
 
     async def runnable(self, principal: Principal, workflow_id: str, version: Pin) -> Published:
@@ -204,6 +211,8 @@ class Admission:
         workflow = await self._catalog.newest(workflow_id)
         if workflow.visibility != "public" and workflow.account_id != principal.account_id:
             raise PermissionDenied(f"workflow {workflow_id} is private to another account")
+        if version is None:
+            return workflow
         # Only a caller who may run the workflow learns which versions and aliases it has.
         return await self._catalog.pinned(workflow_id, version)
 
@@ -282,6 +291,7 @@ def prepared_run(
     mode: Mode,
     webhook_url: str | None,
     row_written: asyncio.Future[bool] | None = None,
+    unwritten: NewRun | None = None,
 ) -> PreparedRun:
     """The run of `workflow`: what follows from the workflow (its version, compiled form,
     loader of sub-workflows, the session turn it adds) derived in this one place, for runs
@@ -300,6 +310,7 @@ def prepared_run(
         if workflow.uses_memory
         else None,
         row_written=row_written,
+        unwritten=unwritten,
         mode=mode,
         webhook_url=webhook_url,
     )

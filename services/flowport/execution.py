@@ -449,6 +449,7 @@ class Execution:
                 node_runs=nodes,
                 turn=turn,
                 log=[entry] if entry is not None else [],
+                start=run.unwritten,
             )
         except NotFound:
             written = run.row_written

@@ -26,18 +26,21 @@ class _Pool:
 
     def __init__(self) -> None:
         self._chars = ""
+        self._next = 0  # the first character not handed out yet
         self._lock = threading.Lock()
 
     def take(self, length: int) -> str:
         with self._lock:
-            while len(self._chars) < length:
-                self._chars += os.urandom(_DRAW).translate(_TO_ALPHABET, _UNEVEN).decode("ascii")
-            taken, self._chars = self._chars[:length], self._chars[length:]
-            return taken
+            start, end = self._next, self._next + length
+            while end > len(self._chars):
+                drawn = os.urandom(_DRAW).translate(_TO_ALPHABET, _UNEVEN).decode("ascii")
+                self._chars, start, end = self._chars[start:] + drawn, 0, length
+            self._next = end
+            return self._chars[start:end]
 
     def forget(self) -> None:
         """A forked child must not hand out the characters its parent will."""
-        self._chars = ""
+        self._chars, self._next = "", 0
         self._lock = threading.Lock()
 
 

@@ -76,6 +76,8 @@ class ContentPolicy:
 
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         """Names the input that holds a blocked word; never the word itself."""
+        if self._pattern is None:
+            return
         for path, text in _strings(inputs, "input"):
             if self.blocks(text):
                 raise ContentBlocked(f"{path}: blocked by the content policy")

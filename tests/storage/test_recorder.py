@@ -145,6 +145,29 @@ async def test_a_run_started_and_ended_at_once_is_one_finished_row(
             assert [n.node_id for n in nodes] == ["a"]
 
 
+async def test_a_run_never_started_is_written_once_with_its_end(
+    db: Database, account: Account, workflow: Workflow
+):
+    recorder = Recorder(db)
+    alone, paired, other = (new_id("run", 20) for _ in range(3))
+
+    async def finish_unstarted(run_id: str, nodes: list[NodeRunRecord]) -> bool:
+        return await _finish(recorder, run_id, nodes, start=_new_run(account, workflow, run_id))
+
+    # In a batch of its own, and in one with another run's start and end.
+    assert await finish_unstarted(alone, [_node("a")])
+    _start_as(recorder, account, workflow, other)
+    await asyncio.gather(_finish(recorder, other, []), finish_unstarted(paired, []))
+    for run_id in (alone, paired, other):
+        run, _ = await _row(db, account, run_id)
+        assert (run.status, run.output, run.inputs) == ("succeeded", "ok", {"height": 1.8})
+        # Started when it was admitted, not when its row was written.
+        assert run.finished_at is not None and run.started_at <= run.finished_at
+    _, nodes = await _row(db, account, alone)
+    assert [n.node_id for n in nodes] == ["a"]
+    await recorder.close()
+
+
 async def test_a_started_run_is_running_once_its_commit_is_done(
     db: Database, account: Account, workflow: Workflow
 ):

@@ -153,16 +153,20 @@ class Recorder:
         error_code: int | None = None,
         turn: tuple[str, str, str, str] | None = None,
         log: Sequence[LogEntry] = (),
+        start: NewRun | None = None,
     ) -> bool:
         """The run's outcome with its nodes, its last log entries and with `turn` (account
         id, session id, user text, assistant text) the session's new turn: the one path
         that ends a run. False, and nothing written, if the run had already ended (the
         reaper or a cancel came first); NotFound if the run has no row; InvalidArgument
-        for a status that is not final."""
+        for a status that is not final. `start`: the run's row, when it was never written
+        (`start` was not called): inserted finished."""
         if status not in FINAL_STATUSES:
             raise InvalidArgument(
                 f"a finished run's status must be one of {', '.join(FINAL_STATUSES)}"
             )
+        if start is not None:
+            self._open_runs += 1
         end = {
             "b_id": run_id,
             "b_status": status,
@@ -186,7 +190,12 @@ class Recorder:
                 "created_at": utc_now(),
             }
         write = _Write(
-            self._future(), end=end, nodes=nodes, turn=turn_row, log=[_log_row(e) for e in log]
+            self._future(),
+            start=None if start is None else start.row(),
+            end=end,
+            nodes=nodes,
+            turn=turn_row,
+            log=[_log_row(e) for e in log],
         )
         self._enqueue(write)
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,8 @@ class NewRun:
     # "queued" for a background run, else it starts "running".
     status: str = "running"
     webhook_url: str | None = None
+    # When it was admitted: its row may be written later (with its end).
+    started_at: datetime = field(default_factory=utc_now)
 
     def row(self) -> dict[str, Any]:
         """Every column of its row in the runs table, status "running"."""
@@ -59,7 +61,7 @@ class NewRun:
             "output": None,
             "error": None,
             "error_node": None,
-            "started_at": utc_now(),
+            "started_at": self.started_at,
             "finished_at": None,
             "total_time": None,
             "owner": self.owner,
