@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -175,7 +175,7 @@ class Execution:
             blocked = self._blocked(outcome, {})
             if blocked is not None:
                 outcome = RunFailed(run.run_id, blocked.node_id, blocked, outcome.total_time)
-            nodes = [_node_record(event) for event in events if isinstance(event, NodeFinished)]
+            nodes = [event for event in events if isinstance(event, NodeFinished)]
             told = await self._recorded(run, outcome, nodes, None)
         finally:
             self._metrics.run_left()
@@ -309,7 +309,7 @@ class Execution:
                             )
                         checked.append(event)
                         if isinstance(event, NodeFinished):
-                            nodes.append(_node_record(event))
+                            nodes.append(event)
                         elif isinstance(event, RunSucceeded | RunFailed):
                             outcome = event
                             break
@@ -405,7 +405,7 @@ class Execution:
         self,
         run: PreparedRun,
         outcome: RunSucceeded | RunFailed,
-        nodes: list[NodeRunRecord],
+        nodes: Sequence[NodeRunRecord],
         batch: Batch,
         frames: _Frames,
     ) -> Batch:
@@ -420,7 +420,7 @@ class Execution:
         self,
         run: PreparedRun,
         outcome: RunSucceeded | RunFailed,
-        nodes: list[NodeRunRecord],
+        nodes: Sequence[NodeRunRecord],
         entry: LogEntry | None,
     ) -> RunSucceeded | RunFailed:
         """Writes the run's end with its nodes, turn and last log entry; returns the end to
@@ -533,18 +533,4 @@ def _cancelled(run: PreparedRun, message: str, started: float) -> RunFailed:
         node_id=None,
         error=Cancelled(message),
         total_time=time.perf_counter() - started,
-    )
-
-
-def _node_record(event: NodeFinished) -> NodeRunRecord:
-    return NodeRunRecord(
-        node_id=event.node_id,
-        node_type=event.type,
-        name=event.name,
-        status=event.status,
-        started_at=event.started_at,
-        time_spend=event.time_spend,
-        inputs=event.inputs,
-        output=event.output,
-        error=event.error,
     )

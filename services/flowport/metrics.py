@@ -173,7 +173,7 @@ class Metrics:
         for node in nodes:
             if node.status == "skipped":
                 continue
-            node_key = (node_duration, node.node_type, node.status)
+            node_key = (node_duration, node.type, node.status)
             counts = histograms.get(node_key)
             if counts is None:
                 counts = histograms[node_key] = [0.0] * (len(NODE_BUCKETS) + 2)

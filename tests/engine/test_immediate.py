@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from flowport.engine import run_now, validate_inputs
 from flowport.engine.events import (
     NodeFinished,
     NodeStarted,
@@ -17,7 +18,8 @@ from flowport.engine.events import (
     RunStarted,
     RunSucceeded,
 )
-from tests.engine.builders import BMI, batches, chain, collect, compiled, events
+from flowport.outbound import Outbound
+from tests.engine.builders import BMI, LOCAL_POLICY, batches, chain, collect, compiled, events
 from tests.engine.test_condition import BRANCHES
 from tests.engine.test_on_error_and_deadline import divide
 
@@ -81,3 +83,24 @@ async def test_one_pass_gives_the_events_of_a_run_of_tasks(
 def test_a_workflow_with_io_is_run_by_tasks() -> None:
     workflow = compiled(chain(LLM, {"id": "end", "type": "out", "output": "{{ ask.output }}"}))
     assert not workflow.immediate
+
+
+@pytest.mark.parametrize(("definition", "inputs"), CASES)
+async def test_run_now_keeps_what_a_record_needs(
+    definition: dict[str, Any], inputs: dict[str, Any]
+) -> None:
+    workflow = compiled(definition)
+    async with Outbound(LOCAL_POLICY) as outbound:
+        kept = run_now(
+            workflow,
+            run_id="run_1",
+            inputs=validate_inputs(workflow.in_node.inputs, inputs),
+            session_id="s1",
+            outbound=outbound,
+        )
+    (full,) = [batch async for batch in batches(workflow, inputs, live=False)]
+    wanted = [e for e in full if not isinstance(e, RunStarted | NodeStarted)]
+    assert [same(event) for event in kept] == [same(event) for event in wanted]
+    if isinstance(kept[-1], RunSucceeded):
+        # Every node is on record: the ones that ran and the ones skipped.
+        assert {e.node_id for e in kept if isinstance(e, NodeFinished)} == set(workflow.nodes)

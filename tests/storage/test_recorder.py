@@ -16,6 +16,7 @@ import pytest
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport.engine import NodeFinished
 from flowport.errors import InvalidArgument, NotFound
 from flowport.ids import new_id
 from flowport.storage import (
@@ -49,9 +50,9 @@ async def workflow(session: AsyncSession, account: Account) -> Workflow:
 
 
 def _node(node_id: str) -> NodeRunRecord:
-    return NodeRunRecord(
+    return NodeFinished(
         node_id=node_id,
-        node_type="template",
+        type="template",
         name=node_id,
         status="succeeded",
         started_at=datetime.now(UTC),

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from flowport.engine import NodeFinished
 from flowport.errors import NotFound
 from flowport.ids import new_id
 from flowport.storage import (
     Account,
     Database,
     NewRun,
-    NodeRunRecord,
     Recorder,
     Workflow,
     create_run,
@@ -54,9 +54,9 @@ async def test_a_finished_run_stores_the_outcome_and_every_node(
 ):
     began = datetime.now(UTC)
     records = [
-        NodeRunRecord(
+        NodeFinished(
             node_id=node_id,
-            node_type=node_type,
+            type=node_type,
             name=node_id,
             status="succeeded",
             started_at=began + timedelta(milliseconds=offset),

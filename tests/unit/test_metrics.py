@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import grpc
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from flowport.engine import NodeFinished
 from flowport.metrics import NODE_BUCKETS, RUN_BUCKETS, Metrics
 from flowport.storage import NodeRunRecord
 
@@ -16,9 +17,9 @@ DURATIONS = (0.0, 0.0005, 0.0007, 0.001, 0.3, 1, 299.9, 300, 1e6)
 
 
 def node(node_type: str, status: str, seconds: float) -> NodeRunRecord:
-    return NodeRunRecord(
+    return NodeFinished(
         node_id="n",
-        node_type=node_type,
+        type=node_type,
         name="n",
         status=status,
         started_at=datetime.now(UTC),

@@ -117,7 +117,8 @@ def run_now(
     outbound: Outbound,
 ) -> list[RunEvent]:
     """A workflow of immediate nodes only (`workflow.immediate`) run to its end in the
-    caller, synchronously: the events `execute` would give, the outcome last."""
+    caller, synchronously, for a caller that keeps only its record: each node's
+    NodeFinished, and the outcome last (no RunStarted, no NodeStarted)."""
     run = _Run(
         workflow,
         run_id=run_id,
@@ -131,7 +132,7 @@ def run_now(
         max_depth=0,
         depth=0,
     )
-    run.drive_now()
+    run.drive_now(announce=False)
     return run.events.take()
 
 
@@ -305,19 +306,21 @@ class _Run:
         if finished is not None:
             finished.put_nowait(node_id)
 
-    def drive_now(self) -> None:
+    def drive_now(self, *, announce: bool = True) -> None:
         """`drive` in one synchronous pass, for a workflow of immediate nodes only: nothing
         in it awaits, so it needs no task per node, no queue and no timeout (none could fire
         before it returns). Nodes come in the workflow's topological order: siblings on
-        branches may finish in another order than tasks would give them."""
+        branches may finish in another order than tasks would give them. Not `announce`:
+        without RunStarted and NodeStarted events."""
         started = time.perf_counter()
-        self.events.put(
-            RunStarted(self.run_id, self.workflow.in_node.id, self.inputs, self.session_id)
-        )
+        if announce:
+            self.events.put(
+                RunStarted(self.run_id, self.workflow.in_node.id, self.inputs, self.session_id)
+            )
         try:
             for node_id in self.workflow.order:
                 if self._reached(node_id):
-                    self._run_now(node_id)
+                    self._run_now(node_id, announce)
                 else:
                     self._skip(node_id)
         except _NodeFailed as failed:
@@ -330,11 +333,12 @@ class _Run:
                 RunSucceeded(self.run_id, self.final_output, _since(started), self.usage)
             )
 
-    def _run_now(self, node_id: str) -> None:
+    def _run_now(self, node_id: str, announce: bool) -> None:
         """One immediate node, to its NodeFinished."""
         node = self.workflow.nodes[node_id]
         ctx = self._context(node_id)
-        self.events.put(NodeStarted(node_id, node.name, node.type))
+        if announce:
+            self.events.put(NodeStarted(node_id, node.name, node.type))
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         try:

@@ -420,7 +420,7 @@ def _node_row(run_id: str, record: NodeRunRecord) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "node_id": record.node_id,
-        "node_type": record.node_type,
+        "node_type": record.type,
         "name": record.name,
         "status": record.status,
         "started_at": record.started_at,

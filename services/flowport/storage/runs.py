@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import and_, col, func, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,19 +13,28 @@ from flowport.errors import NotFound
 from flowport.storage.models import NodeRun, Run, utc_now
 
 
-@dataclass(frozen=True)
-class NodeRunRecord:
-    """What the engine reports about one node once the run is over."""
+class NodeRunRecord(Protocol):
+    """What the engine reports about one node once the run is over: its NodeFinished event,
+    which becomes the node's row as it is written."""
 
-    node_id: str
-    node_type: str
-    name: str
-    status: str
-    started_at: datetime
-    time_spend: float
-    inputs: dict[str, Any] | None
-    output: dict[str, Any] | None
-    error: str | None
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def time_spend(self) -> float: ...
+    @property
+    def inputs(self) -> dict[str, Any] | None: ...
+    @property
+    def output(self) -> dict[str, Any] | None: ...
+    @property
+    def error(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
