@@ -27,6 +27,8 @@ MAX_INT_DIGITS = len(str(int(MAX_NUMBER)))
 ALIAS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
 # A run call's `version`: a number, an alias, or None for the newest.
 Pin = int | str | None
+# Where a value is in the body: its parent's place and its key there; None for the body.
+_Place = tuple["_Place", str | int] | None
 # A \u escape of a UTF-16 surrogate; only a pair of them makes a character.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -44,7 +46,10 @@ def read_object(body: bytes, *, fields: Sequence[str], example: str) -> dict[str
     # RFC 8259 lets parsers ignore a byte order mark; some Windows clients send one.
     text = text.removeprefix("\ufeff")
     try:
-        data = json.loads(text, parse_int=_parse_int, parse_constant=_refuse_constant)
+        if text.startswith("\ufeff"):
+            # What json.loads says of a second one (its decoder, used directly, says nothing).
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise InvalidArgument(f"body: nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as error:
@@ -53,9 +58,9 @@ def read_object(body: bytes, *, fields: Sequence[str], example: str) -> dict[str
     _check_values(data, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
     if not isinstance(data, dict):
         raise InvalidArgument(f"body: must be a JSON object such as {example}")
-    unknown = sorted(set(data) - set(fields))
+    unknown = data.keys() - fields
     if unknown:
-        raise InvalidArgument.at(unknown[0], f"unknown field (known: {', '.join(fields)})")
+        raise InvalidArgument.at(min(unknown), f"unknown field (known: {', '.join(fields)})")
     return data
 
 
@@ -71,22 +76,28 @@ def _refuse_constant(name: str) -> None:
     raise InvalidArgument(f"body: {name} is not valid JSON")
 
 
+# Made once: json.loads with hooks builds a decoder and its scanner on every call.
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_refuse_constant)
+
+
 def _check_values(data: Any, *, surrogates: bool) -> None:
     """Refuses, naming the field, what the service could not store or show back: nesting past
     MAX_DEPTH, numbers beyond a double, and strings holding lone surrogates (only checked when
     the text has a surrogate escape: valid UTF-8 cannot hold them otherwise)."""
-    pending: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    # Each value with its depth and where it is, as (parent's place, key) pairs: spelled out
+    # by _where only for the value refused, not copied for every value checked.
+    pending: list[tuple[Any, int, _Place]] = [(data, 0, None)]
     while pending:
-        value, path = pending.pop()
-        if isinstance(value, dict | list):
-            if len(path) >= MAX_DEPTH:
+        value, depth, path = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
                 raise InvalidArgument(f"body: nested deeper than {MAX_DEPTH} levels")
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if surrogates and isinstance(key, str) and not _is_unicode(key):
                     raise InvalidArgument.at(_where(path), "a key holds a lone UTF-16 surrogate")
-                pending.append((item, (*path, key)))
-        elif isinstance(value, float | int) and not isinstance(value, bool):
+                pending.append((item, depth + 1, (path, key)))
+        elif isinstance(value, (float, int)) and not isinstance(value, bool):
             # abs() first: math.isfinite cannot take an int beyond a double (OverflowError).
             if abs(value) > MAX_NUMBER or not math.isfinite(value):
                 raise InvalidArgument.at(_where(path), "number out of range (beyond a double)")
@@ -102,10 +113,14 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _where(path: tuple[str | int, ...]) -> str:
+def _where(place: _Place) -> str:
     """`input.height`, `args.list[2]`; `body` for the body itself."""
+    keys: list[str | int] = []
+    while place is not None:
+        place, key = place
+        keys.append(key)
     where = ""
-    for key in path:
+    for key in reversed(keys):
         where += f"[{key}]" if isinstance(key, int) else (f".{key}" if where else key)
     return where or "body"
 

@@ -37,10 +37,16 @@ class Services:
     webhooks: Deliveries
     origins: Origins
 
-    async def caller(self, context: grpc.aio.ServicerContext) -> Principal:
+    async def caller(
+        self,
+        context: grpc.aio.ServicerContext,
+        metadata: tuple[tuple[str, str | bytes], ...] | None = None,
+    ) -> Principal:
         """The authenticated key behind a call, once it is within its rate limit and, for a
-        browser's cross-origin call, when its account allows the page's origin."""
-        metadata = context.invocation_metadata() or ()
+        browser's cross-origin call, when its account allows the page's origin. `metadata`:
+        the call's, when the servicer has read it already (each read builds it anew)."""
+        if metadata is None:
+            metadata = context.invocation_metadata() or ()
         principal = await self.auth.authenticate(key_from_metadata(metadata))
         await self.limiter.check(principal.key_id)
         origin = next((v for k, v in metadata if k == ORIGIN_HEADER and isinstance(v, str)), None)

@@ -31,13 +31,15 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
         self, request: flowai_pb2.RunWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         services = self._services
+        metadata = run_calls.invocation_metadata(context)
+        key = run_calls.idempotency_key(metadata)
         try:
             body = flowai.parse_request(request.body.data)
-            caller = await services.caller(context)
+            caller = await services.caller(context, metadata)
             admitted = await run_calls.admit_once(
                 services,
                 caller,
-                context,
+                key,
                 ("flowai", request.workflow_id, request.body.data),
                 lambda run_id: services.admission.admit(
                     caller,
@@ -71,7 +73,7 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
         if body.mode == "blocking":
             try:
                 result, session_id = await run_calls.outcome(
-                    services, admitted, caller.account_id, detached=run_calls.keyed(context)
+                    services, admitted, caller.account_id, detached=key is not None
                 )
             except Exception as error:
                 yield await _http_error(context, error, _run_headers(run_id, session_id) + ran)
@@ -89,7 +91,7 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
                 yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
             return
         await context.send_initial_metadata(SSE_HEADERS + _run_headers(run_id, session_id) + ran)
-        live = services.execution.start(admitted, keep_going=run_calls.keyed(context))
+        live = services.execution.start(admitted, keep_going=key is not None)
         async for batch in live.follow(services.settings.stream_heartbeat_s):
             if batch is None:
                 # A quiet spell: a comment keeps proxies from cutting the stream.

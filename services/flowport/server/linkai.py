@@ -24,13 +24,15 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
         services = self._services
         # The version that runs, once known: every answer after that says it.
         ran: run_calls.Metadata = ()
+        metadata = run_calls.invocation_metadata(context)
+        key = run_calls.idempotency_key(metadata)
         try:
             body = linkai.parse_request(request.body.data)
-            caller = await services.caller(context)
+            caller = await services.caller(context, metadata)
             admitted = await run_calls.admit_once(
                 services,
                 caller,
-                context,
+                key,
                 ("linkai", request.body.data),
                 lambda run_id: services.admission.admit(
                     caller,
@@ -57,7 +59,7 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
                     data=linkai.accepted_body(run_calls.accepted(admitted.run_id)),
                 )
             result, session_id = await run_calls.outcome(
-                services, admitted, caller.account_id, detached=run_calls.keyed(context)
+                services, admitted, caller.account_id, detached=key is not None
             )
         except Exception as error:
             # Every failure, expected or not, is answered in LinkAI's envelope.

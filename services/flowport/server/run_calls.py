@@ -20,11 +20,19 @@ from flowport.storage import get_run
 IDEMPOTENCY_METADATA = "idempotency-key"
 
 Metadata = tuple[tuple[str, str], ...]
+# What a call came with: `-bin` headers' values are bytes.
+CallMetadata = tuple[tuple[str, str | bytes], ...]
 
 
-def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
+def invocation_metadata(context: grpc.aio.ServicerContext) -> CallMetadata:
+    """The call's metadata, read once by a run call: grpc.aio builds the tuple afresh from
+    the C array on every `invocation_metadata()`."""
+    return context.invocation_metadata() or ()
+
+
+def idempotency_key(metadata: CallMetadata) -> str | None:
     """The call's `Idempotency-Key` header (metadata `idempotency-key`), if it has one."""
-    for name, value in context.invocation_metadata() or ():
+    for name, value in metadata:
         if name == IDEMPOTENCY_METADATA and isinstance(value, str):
             return value
     return None
@@ -33,19 +41,18 @@ def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
 async def admit_once(
     services: Services,
     caller: Principal,
-    context: grpc.aio.ServicerContext,
+    key: str | None,
     call: tuple[str | bytes, ...],
     admit: Callable[[str | None], Awaitable[PreparedRun]],
     *,
     workflow_id: str,
 ) -> PreparedRun | Repeat:
     """The call admitted (`admit(run_id)`, a run id the key chose or None); with an
-    Idempotency-Key, `call` (its surface, route and body) says whether a call with the key
+    Idempotency-Key (`key`), `call` (its surface, route and body) says whether a call with the key
     came before: then it is a Repeat of that call's run, or refused for another body. A key
     limited to other workflows is refused first, a repeat included."""
     caller.require("run")
     caller.may_run(workflow_id)
-    key = idempotency_key(context)
     if key is None:
         return await admit(None)
     return await services.idempotency.admit(
@@ -68,18 +75,14 @@ def version_header(version: int) -> Metadata:
     return (("x-workflow-version", str(version)),)
 
 
-def keyed(context: grpc.aio.ServicerContext) -> bool:
-    """A run called with an Idempotency-Key goes on to its end if its caller leaves, so that
-    the retry is answered with its outcome."""
-    return idempotency_key(context) is not None
-
-
 async def outcome(
     services: Services, admitted: PreparedRun | Repeat, account_id: str, *, detached: bool
 ) -> tuple[RunSucceeded, str]:
     """A blocking call's answer, and the run's session: the run executed here to its end
     (`detached`: in a task of its own), or a repeated call's run once it has ended. A run
-    that failed raises its error, as recorded."""
+    that failed raises its error, as recorded. A call with an Idempotency-Key is detached: its
+    run goes on to its end if its caller leaves, so that the retry is answered with its
+    outcome."""
     if isinstance(admitted, Repeat):
         record, nodes = await services.idempotency.ended(account_id, admitted.run_id)
         ended = run_record.outcome(record, nodes)

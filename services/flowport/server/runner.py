@@ -42,16 +42,19 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         context: grpc.aio.ServicerContext,
         *,
         mode: Mode,
-    ) -> tuple[PreparedRun | Repeat, Principal]:
-        """Run and RunStream carry the same fields and go through the same checks."""
+    ) -> tuple[PreparedRun | Repeat, Principal, bool]:
+        """Run and RunStream carry the same fields and go through the same checks; the run,
+        the caller, and whether the call has an Idempotency-Key (its run is detached)."""
         services = self._services
         webhook_url = jsonbody.optional_webhook_url({"webhook_url": request.webhook_url})
         version = jsonbody.pin(_pin_value(request))
-        caller = await services.caller(context)
+        metadata = run_calls.invocation_metadata(context)
+        key = run_calls.idempotency_key(metadata)
+        caller = await services.caller(context, metadata)
         admitted = await run_calls.admit_once(
             services,
             caller,
-            context,
+            key,
             (type(request).__name__, request.SerializeToString(deterministic=True)),
             lambda run_id: services.admission.admit(
                 caller,
@@ -65,14 +68,14 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
             ),
             workflow_id=request.workflow_id,
         )
-        return admitted, caller
+        return admitted, caller, key is not None
 
     @translate_errors
     async def Run(
         self, request: runner_pb2.RunRequest, context: grpc.aio.ServicerContext
     ) -> runner_pb2.RunResponse:
         mode = _run_mode(request.mode)
-        admitted, caller = await self._admit(request, context, mode=mode)
+        admitted, caller, keyed = await self._admit(request, context, mode=mode)
         accepted = run_calls.accepted(admitted.run_id)
         version = await run_calls.version_of(self._services, admitted, caller.account_id)
         if mode == "async":
@@ -87,7 +90,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
                 version=version,
             )
         result, session_id = await run_calls.outcome(
-            self._services, admitted, caller.account_id, detached=run_calls.keyed(context)
+            self._services, admitted, caller.account_id, detached=keyed
         )
         return runner_pb2.RunResponse(
             output=result.output,
@@ -114,13 +117,13 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
     async def RunStream(
         self, request: runner_pb2.RunStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runner_pb2.RunStreamResponse]:
-        admitted, caller = await self._admit(request, context, mode="stream")
+        admitted, caller, keyed = await self._admit(request, context, mode="stream")
         version = await run_calls.version_of(self._services, admitted, caller.account_id)
         if isinstance(admitted, Repeat):
             async for event, session_id in self._repeated(caller.account_id, admitted.run_id):
                 yield _event(event, session_id=session_id, version=version)
             return
-        live = self._services.execution.start(admitted, keep_going=run_calls.keyed(context))
+        live = self._services.execution.start(admitted, keep_going=keyed)
         # gRPC keeps a quiet stream alive itself (HTTP/2): a heartbeat here is nothing to send.
         async for batch in live.follow(self._services.settings.stream_heartbeat_s):
             for event in batch.events if batch is not None else ():
