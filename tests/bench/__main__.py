@@ -41,6 +41,8 @@ async def started(target: Flowport | Ceiling) -> AsyncIterator[None]:
 async def main() -> int:
     config = BenchConfig.from_env()
     wrk.wrk_path()  # fails early, before anything starts
+    # Before the stack starts: Envoy holds a socket per stream too, and inherits the limit.
+    streams.raise_fd_limit(config.concurrent_streams)
     began = time.perf_counter()
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)

@@ -1,4 +1,5 @@
-"""How long and how often the bench measures: BENCH_RUNS, and BENCH_QUICK=1 for a smoke test."""
+"""How long and how often the bench measures: BENCH_RUNS, BENCH_STREAMS, and BENCH_QUICK=1 for a
+smoke test."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ class BenchConfig:
     # A slow service must not stretch the bench past its few minutes: runs of the concurrent
     # step go on only while they fit in this budget (the first one always runs).
     concurrent_budget_s: float
-    stream_deadline_s: float = 120.0  # a stream not done by then is an error
+    # A stream not done by then is an error. At 10,000 streams one service process takes
+    # them up over about a minute and a half (each waits in gRPC's queue until then).
+    stream_deadline_s: float = 240.0
     concurrencies: tuple[int, ...] = (1, 32)
 
     @classmethod
@@ -33,6 +36,9 @@ class BenchConfig:
         runs = int(env.get("BENCH_RUNS", "1" if quick else "3"))
         if runs < 1:
             raise ValueError(f"BENCH_RUNS must be at least 1, not {runs}")
+        streams = int(env.get("BENCH_STREAMS", "100" if quick else "10000"))
+        if streams < 1:
+            raise ValueError(f"BENCH_STREAMS must be at least 1, not {streams}")
         if quick:
             return cls(
                 runs=runs,
@@ -42,7 +48,7 @@ class BenchConfig:
                 relay_streams=2,
                 relay_tokens=200,
                 relay_paced_gap_s=0.001,
-                concurrent_streams=100,
+                concurrent_streams=streams,
                 concurrent_tokens=20,
                 concurrent_token_gap_s=0.05,
                 concurrent_budget_s=30,
@@ -55,7 +61,7 @@ class BenchConfig:
             relay_streams=10,
             relay_tokens=200,
             relay_paced_gap_s=0.001,
-            concurrent_streams=1000,
+            concurrent_streams=streams,
             concurrent_tokens=20,
             concurrent_token_gap_s=0.05,
             concurrent_budget_s=100,

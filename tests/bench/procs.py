@@ -55,6 +55,19 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def open_files_limit(pid: int) -> int | None:
+    """The soft limit of open files of a live process: None if unlimited, 0 once it is gone."""
+    try:
+        limits = (PROC / str(pid) / "limits").read_text()
+    except OSError:
+        return 0
+    for line in limits.splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
+    return None
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User and system CPU time the processes have used so far, all their threads included
     (those gone count 0)."""

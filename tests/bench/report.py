@@ -188,9 +188,19 @@ def _concurrent(result: ConcurrentResult) -> str:
         rows.append(
             [
                 f"peak RSS, {label}",
-                f"{result.peak_rss(group) / MIB:.0f} MiB (idle {result.rss_before(group) / MIB:.0f})",
+                f"{result.peak_rss(group) / MIB:.0f} MiB (idle {result.rss_before(group) / MIB:.0f};"
+                f" {result.kib_per_stream(group):.1f} KiB per stream)",
             ]
         )
+    rows.append(
+        [
+            "open-files limit",
+            ", ".join(
+                f"{group} {'unlimited' if limit is None else limit}"
+                for group, limit in result.fd_limits.items()
+            ),
+        ]
+    )
     return table(None, rows)
 
 

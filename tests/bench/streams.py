@@ -1,4 +1,4 @@
-"""Streamed chat runs against the fake LLM: how fast tokens are relayed, and 1,000 at once.
+"""Streamed chat runs against the fake LLM: how fast tokens are relayed, and 10,000 at once.
 
 The client is aiohttp, reading the SSE through the service's own decoder (engine/sse.py,
 which has tests of its own; the integration tests read streams through httpx-sse, a library
@@ -23,7 +23,7 @@ import aiohttp
 
 from flowport.engine.sse import event_batches
 from tests.bench.config import BenchConfig
-from tests.bench.procs import PeakRss
+from tests.bench.procs import PeakRss, open_files_limit
 from tests.bench.stats import median, percentile
 
 if TYPE_CHECKING:  # the unit tests import this module without the service's packages
@@ -64,8 +64,7 @@ async def stream_run(session: aiohttp.ClientSession, flowport: Flowport, expecte
             flowport.chat_path, json=body, headers=flowport.headers
         ) as response:
             if response.status != 200:
-                await response.read()
-                result.error = f"HTTP {response.status}"
+                result.error = f"HTTP {response.status}: {_message(await response.read())}"
                 return result
             # The events of each chunk as it arrives, so a frame's time is when its bytes
             # came in (and were decoded).
@@ -87,6 +86,16 @@ async def stream_run(session: aiohttp.ClientSession, flowport: Flowport, expecte
         if result.output != expected or streamed != expected:
             result.error = "wrong output"
     return result
+
+
+def _message(body: bytes) -> str:
+    """An error answer's message, which names the kind of error (the bench counts errors by
+    it); the whole body, cut short, when it is not the documented JSON."""
+    try:
+        message = json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace")
+    return str(message)[:120]
 
 
 # -- relay -----------------------------------------------------------------------------
@@ -201,6 +210,8 @@ class ConcurrentResult:
     token_gap_s: float
     runs: list[ConcurrentRun] = field(default_factory=list)
     budget_cut: bool = False  # fewer runs than asked: the step's time budget was used up
+    # Open-files limits by process group ("client", "service", "envoy"); None: unlimited.
+    fd_limits: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def errors(self) -> Counter[str]:
@@ -215,6 +226,10 @@ class ConcurrentResult:
 
     def rss_before(self, group: str) -> float:
         return median([run.rss_before.get(group, 0) for run in self.runs])
+
+    def kib_per_stream(self, group: str) -> float:
+        """What one stream holds at the peak: (peak - idle) / streams."""
+        return (self.peak_rss(group) - self.rss_before(group)) / self.streams / 1024
 
     def duration_s(self, q: float) -> float:
         return median([percentile(run.durations_s, q) for run in self.runs if run.durations_s])
@@ -243,6 +258,8 @@ class ConcurrentResult:
             },
             "peak_rss_mib": {g: self.peak_rss(g) / 2**20 for g in ("service", "envoy")},
             "rss_before_mib": {g: self.rss_before(g) / 2**20 for g in ("service", "envoy")},
+            "kib_per_stream": {g: self.kib_per_stream(g) for g in ("service", "envoy")},
+            "fd_limits": self.fd_limits,
             "runs": [
                 {
                     "wall_s": run.wall_s,
@@ -255,15 +272,34 @@ class ConcurrentResult:
         }
 
 
-def raise_fd_limit(needed: int) -> None:
-    """Every stream is a socket of the client's: the soft limit goes up to the hard one."""
+# Open files besides one socket per stream: the stack's own (logs, the database, the service's
+# connections to the fake LLM, up to 1,000).
+FD_MARGIN = 2048
+
+
+def raise_fd_limit(streams: int) -> int:
+    """Every stream is a socket of the client's and one of Envoy's: the soft limit of open
+    files goes up to what `streams` need, and no further than the hard limit allows. Called
+    before the bench starts the stack, whose processes inherit it. Returns the soft limit."""
+    needed = streams + FD_MARGIN
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
-        target = hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, 65536))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        raise RuntimeError(f"{needed} open files needed, the hard limit is {hard}")
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise RuntimeError(f"{needed} open files needed, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        soft = needed
+    return soft
+
+
+def fd_limits(groups: dict[str, list[int]]) -> dict[str, int | None]:
+    """The open-files limit of the client (this process) and the lowest of each group's
+    processes, as the report shows them (None: unlimited)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limits: dict[str, int | None] = {"client": None if soft == resource.RLIM_INFINITY else soft}
+    for group, pids in groups.items():
+        known = [limit for limit in map(open_files_limit, pids) if limit is not None]
+        limits[group] = min(known) if known else None
+    return limits
 
 
 async def concurrent(
@@ -273,18 +309,19 @@ async def concurrent(
     count = config.concurrent_streams
     tokens = numbered_tokens(config.concurrent_tokens)
     expected = "".join(tokens)
-    raise_fd_limit(count + 256)
+    raise_fd_limit(count)  # the bench raised it before the stack started; a no-op then
     result = ConcurrentResult(count, len(tokens), config.concurrent_token_gap_s)
+    result.fd_limits = fd_limits(flowport.processes())
     fake.reset()
     fake.set_reply(tokens, delay_s=config.concurrent_token_gap_s)
-    timeout = aiohttp.ClientTimeout(total=120, connect=60)
+    timeout = aiohttp.ClientTimeout(total=config.stream_deadline_s)
     step_started = time.perf_counter()
     for _ in range(config.runs):
         spent = time.perf_counter() - step_started
         if result.runs and spent + result.runs[-1].wall_s > config.concurrent_budget_s:
             result.budget_cut = True
             break
-        # A fresh client each run: every stream opens its own connection, as 1,000 users would.
+        # A fresh client each run: every stream opens its own connection, as 10,000 users would.
         # Each stream holds its connection to its end: the pool must hold them all at once.
         connector = aiohttp.TCPConnector(limit=count)
         async with aiohttp.ClientSession(

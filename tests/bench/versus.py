@@ -146,6 +146,8 @@ def render_streams(
 
 async def main(rev: str) -> int:
     config = BenchConfig.from_env()
+    # Before the stacks start, which inherit it: each stream is a socket of Envoy's too.
+    streams.raise_fd_limit(config.concurrent_streams)
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)
     tree = WORK_DIR / "base-tree"

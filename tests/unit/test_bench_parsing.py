@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.bench import procs, wrk
 from tests.bench.compare import Costed, Series
+from tests.bench.config import BenchConfig
 from tests.bench.stats import median, percentile, ratio
 from tests.bench.streams import Stream, numbered_tokens, token_latencies
 
@@ -228,3 +230,17 @@ def test_cpu_per_request_is_the_median_of_the_runs_that_measured_it() -> None:
     assert series.cpu_us_per_request("service") == 1000.0
     assert cpu_cell(series) == "1,000 + 450"
     assert cpu_cell(Series([figure])) == "n/a"
+
+
+def test_bench_streams_sets_the_concurrent_streams_and_refuses_none() -> None:
+    assert BenchConfig.from_env({}).concurrent_streams == 10_000
+    assert BenchConfig.from_env({"BENCH_QUICK": "1"}).concurrent_streams == 100
+    assert BenchConfig.from_env({"BENCH_STREAMS": "2000"}).concurrent_streams == 2000
+    with pytest.raises(ValueError, match="BENCH_STREAMS"):
+        BenchConfig.from_env({"BENCH_STREAMS": "0"})
+
+
+def test_open_files_limit_is_the_soft_limit_a_process_has() -> None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    expected = None if soft == resource.RLIM_INFINITY else soft
+    assert procs.open_files_limit(os.getpid()) == expected

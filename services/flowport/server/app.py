@@ -23,7 +23,7 @@ from flowport.admission import RUN_JOB
 from flowport.auth import Authenticator
 from flowport.cors import Origins
 from flowport.engine import LlmClient, create_llm_client
-from flowport.envoy import EnvoyProcess, write_config, write_serve_routes
+from flowport.envoy import STREAM_IDLE_TIMEOUT_S, EnvoyProcess, write_config, write_serve_routes
 from flowport.idempotency import Idempotency
 from flowport.jobs import Jobs, open_jobs
 from flowport.metrics import (
@@ -198,6 +198,14 @@ async def create_server(
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", settings.max_body_bytes + 65536),
+            # A call waits in gRPC's own queue until the event loop takes it up; by default
+            # gRPC refuses calls beyond 1,000 waiting (CANCELLED or RESOURCE_EXHAUSTED) and
+            # cancels those that waited 30 s, so a burst of streams (each a call held open
+            # for its run) was refused while the loop was busy. They wait now, up to the
+            # idle timeout after which Envoy would drop them anyway.
+            ("grpc.server.max_pending_requests", 100_000),
+            ("grpc.server.max_pending_requests_hard_limit", 100_000),
+            ("grpc.server_max_unrequested_time_in_server", STREAM_IDLE_TIMEOUT_S),
         ],
     )
     runner_pb2_grpc.add_WorkflowRunnerServicer_to_server(WorkflowRunnerServicer(services), handlers)
