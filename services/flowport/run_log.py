@@ -144,7 +144,9 @@ class LiveRun:
         if self._changed is None or self._changed.done():
             self._changed = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
+            # Not wait_for: its waiter future and callbacks cost a held stream more memory.
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._changed)
         except TimeoutError:
             return False
         return True

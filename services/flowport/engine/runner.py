@@ -221,7 +221,9 @@ class _Run:
         waiting = self.workflow.countdown()
         successors = self.workflow.successors
         ready = deque(node_id for node_id, count in waiting.items() if count == 0)
-        finished: asyncio.Queue[str] = asyncio.Queue()
+        # Made when a node first runs as a task: a chain never needs it (its nodes are
+        # awaited one by one), and a held stream should not carry it.
+        finished: asyncio.Queue[str] | None = None
         running = 0
 
         def done(node_id: str) -> None:
@@ -234,6 +236,7 @@ class _Run:
         async with asyncio.TaskGroup() as nodes:
             while ready or running:
                 if not ready:
+                    assert finished is not None  # a node is running as a task
                     done(await finished.get())
                     running -= 1
                     continue
@@ -247,6 +250,8 @@ class _Run:
                     await self._node(self, node_id)
                     done(node_id)
                 else:
+                    if finished is None:
+                        finished = asyncio.Queue()
                     nodes.create_task(self._node(self, node_id, finished), name=node_id)
                     running += 1
 
