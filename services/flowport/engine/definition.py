@@ -116,6 +116,8 @@ class CompiledWorkflow:
     # Every node is of a kind that does no I/O: a run may go through `order` in one
     # synchronous pass.
     immediate: bool = False
+    # The nodes that choose a branch (their outgoing edges name one).
+    branching: frozenset[str] = frozenset()
 
     def countdown(self) -> dict[str, int]:
         """For one run: per node, how many predecessors are yet to finish or be skipped
@@ -172,6 +174,7 @@ def compile_workflow(definition: WorkflowDefinition) -> CompiledWorkflow:
         templates=templates,
         expressions=expressions,
         immediate=all(node.type in IMMEDIATE for node in nodes.values()),
+        branching=frozenset(node_id for node_id, node in nodes.items() if node.branch_names()),
     )
 
 

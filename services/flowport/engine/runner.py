@@ -341,7 +341,7 @@ class _Run:
     def _run_now(self, node_id: str, announce: bool) -> None:
         """One immediate node, to its NodeFinished."""
         node = self.workflow.nodes[node_id]
-        ctx = self._context(node_id)
+        ctx = self._context(node_id, immediate=True)
         if announce:
             self.events.put(NodeStarted(node_id, node.name, node.type))
         started_at = datetime.now(UTC)
@@ -354,25 +354,28 @@ class _Run:
             self._keep(node_id, output)
             self._finished(node_id, ctx, started_at, started, "succeeded", output, None)
 
-    def _context(self, node_id: str) -> NodeContext:
+    def _context(self, node_id: str, *, immediate: bool = False) -> NodeContext:
+        """The node's view of the run. An `immediate` node's has no way to emit tokens or
+        run workflows, which it never does: nothing is made for them."""
         ancestors = self.workflow.ancestors[node_id]
+        outputs = self.outputs
         return NodeContext(
             node_id=node_id,
             inputs=self.inputs,
-            outputs={a: self.outputs[a] for a in ancestors if a in self.outputs},
+            outputs={a: outputs[a] for a in ancestors if a in outputs},
             # Every ancestor has finished by now: those without outputs were skipped.
-            skipped=frozenset(a for a in ancestors if a not in self.outputs),
+            skipped=frozenset(a for a in ancestors if a not in outputs),
             templates=self.workflow.templates[node_id],
             expressions=self.workflow.expressions[node_id],
-            emit_token=lambda content, reasoning: self.events.put(
-                Token(node_id, content, reasoning)
-            ),
+            emit_token=_no_tokens
+            if immediate
+            else lambda content, reasoning: self.events.put(Token(node_id, content, reasoning)),
             llm=self.llm,
             default_model=self.default_model,
             history=self.history,
             outbound=self.outbound,
             load_workflow=self.load_workflow,
-            run_workflow=self._child_run,
+            run_workflow=None if immediate else self._child_run,
         )
 
     def _failed(
@@ -419,7 +422,7 @@ class _Run:
     def _keep(self, node_id: str, output: dict[str, Any]) -> None:
         node = self.workflow.nodes[node_id]
         self.outputs[node_id] = output
-        if node.branch_names():
+        if node_id in self.workflow.branching:
             self.taken[node_id] = output["branch"]
         if isinstance(node, OutNode):
             self.final_output = templating.as_text(output["output"])
@@ -475,6 +478,10 @@ class _Events:
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
         return self.take()
+
+
+def _no_tokens(content: str, reasoning: str | None) -> None:
+    raise AssertionError("a node kind that does no I/O emitted a token")
 
 
 def _joined_tokens(batch: list[RunEvent]) -> list[RunEvent]:
