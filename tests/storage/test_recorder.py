@@ -351,13 +351,15 @@ async def test_log_entries_of_a_live_run_wait_and_go_as_one_row(
     db: Database, account: Account, workflow: Workflow
 ):
     logged: list[list[str]] = []
-    recorder = Recorder(db, on_logged=logged.append, log_flush_s=0.2)
+    # An interval long enough that reading the log back (a first, cold read on a busy
+    # machine) surely ends within it.
+    recorder = Recorder(db, on_logged=logged.append, log_flush_s=1.0)
     run_id = await _start(recorder, account, workflow)
     for n in range(1, 4):
         recorder.log(LogEntry(run_id, n, n, _frames(n, n)))
     assert await _log(db, run_id) == []  # not yet: within the flush interval
 
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.2)
     assert await _log(db, run_id) == [(1, 3, _frames(1, 3))]
     assert logged == [[run_id]]
     await recorder.close()
