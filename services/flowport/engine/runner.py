@@ -389,7 +389,7 @@ class _Run:
             self._finished(node_id, ctx, started_at, started, "failed", None, error.message)
             raise _NodeFailed(error) from exc
         output = {"output": node.default_output, "error": error.message}
-        if node.branch_names():
+        if node_id in self.workflow.branching:
             output["branch"] = ELSE
         self._keep(node_id, output)
         self._finished(node_id, ctx, started_at, started, "failed", output, error.message)
