@@ -15,6 +15,7 @@ from flowport.idempotency import Idempotency
 from flowport.ratelimit import RateLimiter
 from flowport.replicas import Replica
 from flowport.run_log import RunLogReader
+from flowport.server.status import Metadata
 from flowport.settings import Settings
 from flowport.storage import Database
 from flowport.webhooks import Deliveries
@@ -40,7 +41,7 @@ class Services:
     async def caller(
         self,
         context: grpc.aio.ServicerContext,
-        metadata: tuple[tuple[str, str | bytes], ...] | None = None,
+        metadata: Metadata | None = None,
     ) -> Principal:
         """The authenticated key behind a call, once it is within its rate limit and, for a
         browser's cross-origin call, when its account allows the page's origin. `metadata`:

@@ -31,11 +31,9 @@ class FlowAiServicer(flowai_pb2_grpc.FlowAiServicer):
         self, request: flowai_pb2.RunWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         services = self._services
-        metadata = run_calls.invocation_metadata(context)
-        key = run_calls.idempotency_key(metadata)
         try:
             body = flowai.parse_request(request.body.data)
-            caller = await services.caller(context, metadata)
+            caller, key = await run_calls.run_caller(services, context)
             admitted = await run_calls.admit_once(
                 services,
                 caller,

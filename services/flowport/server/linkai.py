@@ -24,11 +24,9 @@ class LinkAiServicer(linkai_pb2_grpc.LinkAiServicer):
         services = self._services
         # The version that runs, once known: every answer after that says it.
         ran: run_calls.Metadata = ()
-        metadata = run_calls.invocation_metadata(context)
-        key = run_calls.idempotency_key(metadata)
         try:
             body = linkai.parse_request(request.body.data)
-            caller = await services.caller(context, metadata)
+            caller, key = await run_calls.run_caller(services, context)
             admitted = await run_calls.admit_once(
                 services,
                 caller,

@@ -14,20 +14,23 @@ from flowport.auth import Principal
 from flowport.engine import RunSucceeded
 from flowport.idempotency import Repeat
 from flowport.server.context import Services
+from flowport.server.status import Metadata as CallMetadata
 from flowport.server.status import is_rest
 from flowport.storage import get_run
 
 IDEMPOTENCY_METADATA = "idempotency-key"
 
 Metadata = tuple[tuple[str, str], ...]
-# What a call came with: `-bin` headers' values are bytes.
-CallMetadata = tuple[tuple[str, str | bytes], ...]
 
 
-def invocation_metadata(context: grpc.aio.ServicerContext) -> CallMetadata:
-    """The call's metadata, read once by a run call: grpc.aio builds the tuple afresh from
-    the C array on every `invocation_metadata()`."""
-    return context.invocation_metadata() or ()
+async def run_caller(
+    services: Services, context: grpc.aio.ServicerContext
+) -> tuple[Principal, str | None]:
+    """The caller of a run call (Services.caller) and its Idempotency-Key, from one read of
+    the call's metadata: grpc.aio builds the tuple afresh from the C array on every
+    `invocation_metadata()`."""
+    metadata = context.invocation_metadata() or ()
+    return await services.caller(context, metadata), idempotency_key(metadata)
 
 
 def idempotency_key(metadata: CallMetadata) -> str | None:

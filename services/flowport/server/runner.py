@@ -48,9 +48,7 @@ class WorkflowRunnerServicer(runner_pb2_grpc.WorkflowRunnerServicer):
         services = self._services
         webhook_url = jsonbody.optional_webhook_url({"webhook_url": request.webhook_url})
         version = jsonbody.pin(_pin_value(request))
-        metadata = run_calls.invocation_metadata(context)
-        key = run_calls.idempotency_key(metadata)
-        caller = await services.caller(context, metadata)
+        caller, key = await run_calls.run_caller(services, context)
         admitted = await run_calls.admit_once(
             services,
             caller,
